@@ -1,0 +1,269 @@
+//! Management API for apps and their keys (admin token): `/v1/apps…`.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::auth::{mint_credential, TokenKind};
+use crate::domain::{format_rfc3339_ms, now_ms, random_secret, validate_app_name};
+use crate::store::records::{AppLimits, AppRecord, CredentialKind, CredentialRecord, Scope};
+use crate::store::NewApp;
+
+use super::extract::{Admin, ApiJson};
+use super::{ApiError, AppState};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/apps", get(list_apps).post(create_app))
+        .route(
+            "/v1/apps/{app}",
+            get(get_app).patch(patch_app).delete(delete_app),
+        )
+        .route("/v1/apps/{app}/keys", get(list_keys).post(create_key))
+        .route("/v1/apps/{app}/keys/{id}", delete(revoke_key))
+}
+
+/// A new app with its client key; returns the app, the client key and the signing secret.
+#[must_use]
+pub fn provision_app(name: &str) -> (NewApp, String, String) {
+    let signing_secret = random_secret();
+    let (client, client_key) =
+        mint_credential(TokenKind::ClientKey, Some(name), "client key", vec![]);
+    let record = AppRecord {
+        name: name.to_owned(),
+        created_at_ms: now_ms(),
+        suspended: false,
+        signing_secret: signing_secret.clone(),
+        limits: AppLimits::default(),
+    };
+    (
+        NewApp {
+            record,
+            credentials: vec![client],
+        },
+        client_key,
+        signing_secret,
+    )
+}
+
+#[derive(Serialize)]
+struct AppView {
+    id: String,
+    name: String,
+    created_at: String,
+    suspended: bool,
+    limits: AppLimits,
+}
+
+fn view(r: &AppRecord) -> AppView {
+    AppView {
+        id: r.name.clone(),
+        name: r.name.clone(),
+        created_at: format_rfc3339_ms(r.created_at_ms),
+        suspended: r.suspended,
+        limits: r.limits.clone(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateApp {
+    name: String,
+}
+
+async fn create_app(
+    State(state): State<AppState>,
+    admin: Admin,
+    ApiJson(body): ApiJson<CreateApp>,
+) -> Result<impl IntoResponse, ApiError> {
+    validate_app_name(&body.name).map_err(|e| ApiError::invalid(format!("name: {}", e.0)))?;
+    let (app, client_key, signing_secret) = provision_app(&body.name);
+    state
+        .store
+        .create_app(app)
+        .await
+        .map_err(|e| ApiError::from_store(e, "app"))?;
+    tracing::info!(app = %body.name, by = %admin.token_id, "app created");
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": body.name, "client_key": client_key, "signing_secret": signing_secret})),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_apps(
+    State(state): State<AppState>,
+    _admin: Admin,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let apps = state.store.apps(q.after.as_deref(), limit)?;
+    let views: Vec<AppView> = apps.iter().map(view).collect();
+    Ok(Json(json!({ "apps": views })))
+}
+
+fn find_app(state: &AppState, app: &str) -> Result<AppRecord, ApiError> {
+    state
+        .store
+        .app(app)?
+        .ok_or_else(|| ApiError::not_found("app not found"))
+}
+
+async fn get_app(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(app): Path<String>,
+) -> Result<Json<AppView>, ApiError> {
+    Ok(Json(view(&find_app(&state, &app)?)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchApp {
+    suspended: Option<bool>,
+    limits: Option<AppLimits>,
+}
+
+async fn patch_app(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(app): Path<String>,
+    ApiJson(body): ApiJson<PatchApp>,
+) -> Result<Json<AppView>, ApiError> {
+    if let Some(l) = &body.limits {
+        if l.max_message_bytes
+            .is_some_and(|b| !(64..=1_048_576).contains(&b))
+        {
+            return Err(ApiError::invalid(
+                "limits.max_message_bytes must be between 64 and 1048576",
+            ));
+        }
+        if l.max_ttl == Some(0) {
+            return Err(ApiError::invalid("limits.max_ttl must be at least 1"));
+        }
+    }
+    let record = state
+        .store
+        .update_app(
+            &app,
+            Box::new(move |r| {
+                if let Some(s) = body.suspended {
+                    r.suspended = s;
+                }
+                if let Some(l) = body.limits {
+                    r.limits = l;
+                }
+            }),
+        )
+        .await
+        .map_err(|e| ApiError::from_store(e, "app"))?;
+    tracing::info!(app = %app, by = %admin.token_id, suspended = record.suspended, "app updated");
+    Ok(Json(view(&record)))
+}
+
+async fn delete_app(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(app): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .store
+        .delete_app(&app)
+        .await
+        .map_err(|e| ApiError::from_store(e, "app"))?;
+    tracing::info!(app = %app, by = %admin.token_id, "app deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateKey {
+    name: Option<String>,
+    scopes: Vec<Scope>,
+}
+
+async fn create_key(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(app): Path<String>,
+    ApiJson(body): ApiJson<CreateKey>,
+) -> Result<impl IntoResponse, ApiError> {
+    let name = body.name.unwrap_or_else(|| "api key".into());
+    if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "name: 1-64 characters, no control characters",
+        ));
+    }
+    let mut scopes = body.scopes;
+    scopes.sort_unstable();
+    scopes.dedup();
+    if scopes.is_empty() {
+        return Err(ApiError::invalid(
+            "scopes: name at least one of push, read, manage",
+        ));
+    }
+    find_app(&state, &app)?;
+    let (record, key) = mint_credential(TokenKind::ApiKey, Some(&app), &name, scopes);
+    let id = record.id.clone();
+    state
+        .store
+        .create_credential(crate::store::NewCredential(record))
+        .await
+        .map_err(|e| ApiError::from_store(e, "app"))?;
+    tracing::info!(app = %app, key = %id, by = %admin.token_id, "API key created");
+    Ok((StatusCode::CREATED, Json(json!({"id": id, "key": key}))))
+}
+
+fn key_view(r: &CredentialRecord) -> serde_json::Value {
+    json!({
+        "id": r.id,
+        "name": r.name,
+        "kind": match r.kind {
+            CredentialKind::ApiKey => "api_key",
+            CredentialKind::ClientKey => "client_key",
+            CredentialKind::AdminToken => "admin_token",
+        },
+        "scopes": r.scopes,
+        "created_at": format_rfc3339_ms(r.created_at_ms),
+    })
+}
+
+async fn list_keys(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(app): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    find_app(&state, &app)?;
+    let keys: Vec<_> = state
+        .store
+        .app_credentials(&app)?
+        .iter()
+        .map(key_view)
+        .collect();
+    Ok(Json(json!({ "keys": keys })))
+}
+
+async fn revoke_key(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path((app, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .store
+        .revoke_credential(&app, &id)
+        .await
+        .map_err(|e| ApiError::from_store(e, "key"))?;
+    tracing::info!(app = %app, key = %id, by = %admin.token_id, "key revoked");
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,56 @@
+//! `GET /v1/connect`: the WebSocket upgrade. A token in the `Authorization` header is
+//! checked before upgrading (401/403 as JSON); otherwise the first frame must be `hello`.
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+
+use crate::gateway::protocol::MAX_CLIENT_FRAME;
+use crate::gateway::ws::{self, WsContext};
+use crate::gateway::{authenticate_device, DeviceAuthError};
+
+use super::extract::bearer;
+use super::{ApiError, AppState};
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/v1/connect", get(connect))
+}
+
+async fn connect(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let upgrade =
+        upgrade.map_err(|e| ApiError::invalid(format!("expected a WebSocket upgrade: {e}")))?;
+    let identity = match bearer(&headers) {
+        None => None,
+        Some(token) => match authenticate_device(&state.store, token) {
+            Ok(id) => Some(id),
+            Err(DeviceAuthError::Unauthenticated) => {
+                return Err(ApiError::unauthenticated("the device token is invalid"))
+            }
+            Err(DeviceAuthError::Suspended) => {
+                return Err(ApiError::forbidden("the app is suspended"))
+            }
+            Err(DeviceAuthError::Store(e)) => return Err(e.into()),
+        },
+    };
+    let ctx = WsContext {
+        store: state.store.clone(),
+        registry: state.registry.clone(),
+        settings: state.sessions,
+        shutdown: state.shutdown.clone(),
+    };
+    Ok(upgrade
+        // Small buffers: tungstenite's defaults cost ~135 KiB per idle connection.
+        .read_buffer_size(4096)
+        .write_buffer_size(8192)
+        .max_write_buffer_size(1024 * 1024)
+        .max_message_size(MAX_CLIENT_FRAME)
+        .max_frame_size(MAX_CLIENT_FRAME)
+        .on_upgrade(move |socket| ws::run(socket, ctx, identity)))
+}

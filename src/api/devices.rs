@@ -1,0 +1,212 @@
+//! Device API: registration with the client key, and device management with an API key of
+//! scope `manage`: `/v1/devices…`, `/v1/users/{user}/devices`.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Deserializer};
+use serde_json::json;
+
+use crate::auth::{mint_device_token, verify_user_token};
+use crate::domain::{format_rfc3339_ms, now_ms, validate_device_id, validate_user, Platform};
+use crate::store::records::{DeviceRecord, Scope};
+use crate::store::{DevicePatch, NewDevice};
+
+use super::extract::{ApiJson, ApiKey, ClientKey};
+use super::{ApiError, AppState};
+
+/// Most topics one device may hold.
+pub const MAX_TOPICS: usize = 64;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/devices/register", post(register))
+        .route(
+            "/v1/devices/{id}",
+            get(get_device).patch(patch_device).delete(delete_device),
+        )
+        .route("/v1/users/{user}/devices", get(user_devices))
+}
+
+fn validate_topics(field: &str, topics: &[String]) -> Result<(), ApiError> {
+    if topics.len() > MAX_TOPICS {
+        return Err(ApiError::invalid(format!(
+            "{field}: at most {MAX_TOPICS} topics"
+        )));
+    }
+    for t in topics {
+        let ok = !t.is_empty()
+            && t.len() <= 64
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !ok {
+            return Err(ApiError::invalid(format!(
+                "{field}: {t:?} is not a topic (1-64 of A-Z a-z 0-9 - _ .)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Register {
+    platform: Platform,
+    user_token: Option<String>,
+}
+
+async fn register(
+    State(state): State<AppState>,
+    client: ClientKey,
+    ApiJson(body): ApiJson<Register>,
+) -> Result<impl IntoResponse, ApiError> {
+    let (user, topics) = match &body.user_token {
+        None => (None, Vec::new()),
+        Some(token) => {
+            let app = state
+                .store
+                .app(&client.app)?
+                .ok_or_else(|| ApiError::unauthenticated("the credential is invalid or revoked"))?;
+            let claims = verify_user_token(token, &app.signing_secret)
+                .map_err(|e| ApiError::unauthenticated(e.to_string()))?;
+            validate_user(&claims.sub)
+                .map_err(|e| ApiError::invalid(format!("user_token.sub: {}", e.0)))?;
+            let mut topics = claims.topics;
+            topics.sort_unstable();
+            topics.dedup();
+            validate_topics("user_token.topics", &topics)?;
+            (Some(claims.sub), topics)
+        }
+    };
+    let (id, token, token_sha256) = mint_device_token();
+    let record = DeviceRecord {
+        id: id.clone(),
+        app: client.app.clone(),
+        platform: body.platform,
+        user,
+        topics,
+        token_sha256,
+        created_at_ms: now_ms(),
+        last_seen_ms: None,
+    };
+    state
+        .store
+        .register_device(NewDevice(record))
+        .await
+        .map_err(|e| ApiError::from_store(e, "app"))?;
+    tracing::debug!(app = %client.app, device = %id, "device registered");
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"device_id": id, "token": token})),
+    ))
+}
+
+fn device_view(state: &AppState, d: &DeviceRecord) -> serde_json::Value {
+    json!({
+        "id": d.id,
+        "platform": d.platform,
+        "user": d.user,
+        "topics": d.topics,
+        "created_at": format_rfc3339_ms(d.created_at_ms),
+        "last_seen": d.last_seen_ms.map(format_rfc3339_ms),
+        "online": state.registry.is_online(&d.app, &d.id),
+    })
+}
+
+fn checked_id(id: &str) -> Result<(), ApiError> {
+    validate_device_id(id).map_err(|_| ApiError::not_found("device not found"))
+}
+
+async fn get_device(
+    State(state): State<AppState>,
+    key: ApiKey,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    key.require(Scope::Manage)?;
+    checked_id(&id)?;
+    let d = state
+        .store
+        .device(&key.app, &id)?
+        .ok_or_else(|| ApiError::not_found("device not found"))?;
+    Ok(Json(device_view(&state, &d)))
+}
+
+/// Distinguishes a missing field (`None`) from an explicit `null` (`Some(None)`).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    de: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(de).map(Some)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Patch {
+    #[serde(default, deserialize_with = "present")]
+    user: Option<Option<String>>,
+    topics: Option<Vec<String>>,
+}
+
+async fn patch_device(
+    State(state): State<AppState>,
+    key: ApiKey,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<Patch>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    key.require(Scope::Manage)?;
+    checked_id(&id)?;
+    if let Some(Some(user)) = &body.user {
+        validate_user(user).map_err(|e| ApiError::invalid(format!("user: {}", e.0)))?;
+    }
+    let topics = match body.topics {
+        Some(mut t) => {
+            t.sort_unstable();
+            t.dedup();
+            validate_topics("topics", &t)?;
+            Some(t)
+        }
+        None => None,
+    };
+    let patch = DevicePatch {
+        user: body.user,
+        topics,
+    };
+    let d = state
+        .store
+        .patch_device(&key.app, &id, patch)
+        .await
+        .map_err(|e| ApiError::from_store(e, "device"))?;
+    Ok(Json(device_view(&state, &d)))
+}
+
+async fn delete_device(
+    State(state): State<AppState>,
+    key: ApiKey,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    key.require(Scope::Manage)?;
+    checked_id(&id)?;
+    state
+        .store
+        .delete_device(&key.app, &id)
+        .await
+        .map_err(|e| ApiError::from_store(e, "device"))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn user_devices(
+    State(state): State<AppState>,
+    key: ApiKey,
+    Path(user): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    key.require(Scope::Manage)?;
+    validate_user(&user).map_err(|e| ApiError::invalid(format!("user: {}", e.0)))?;
+    let devices: Vec<_> = state
+        .store
+        .user_devices(&key.app, &user, 1000)?
+        .iter()
+        .map(|d| device_view(&state, d))
+        .collect();
+    Ok(Json(json!({"user": user, "devices": devices})))
+}

@@ -1,0 +1,194 @@
+//! The composition root. `App::build` checks the data dir, bootstraps TLS, opens the store,
+//! performs the first start and binds the port, spawning nothing; `App::run` serves until
+//! the shutdown token is cancelled, then drains in a fixed, logged order.
+
+mod first_start;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::{router, AppState};
+use crate::config::{Config, StorageDurability, TlsMode};
+use crate::gateway::{Registry, SessionSettings};
+use crate::store::{Durability, Store, StoreError, WriterConfig};
+use crate::tls::{ensure_bootstrap, server_config, TlsError, TlsPaths};
+
+pub use first_start::{FirstStartError, InitialCredentials};
+
+/// How long shutdown waits for open connections before giving up on them.
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot prepare the data dir {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    FirstStart(#[from] FirstStartError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A built, not yet running, service.
+pub struct App {
+    config: Arc<Config>,
+    data_dir: PathBuf,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    tls: Arc<rustls::ServerConfig>,
+    store: Store,
+    registry: Arc<Registry>,
+    shutdown: CancellationToken,
+    initial: Option<InitialCredentials>,
+}
+
+impl App {
+    /// Prepares everything the service needs and binds its port.
+    ///
+    /// # Errors
+    /// When the data dir, TLS material, store or port cannot be set up.
+    pub async fn build(config: Config) -> Result<Self, AppError> {
+        let data_dir = config.server.data_dir.clone();
+        crate::fsutil::ensure_private_dir(&data_dir).map_err(|source| AppError::DataDir {
+            path: data_dir.display().to_string(),
+            source,
+        })?;
+        tracing::info!(data = %data_dir.display(), "data dir ready");
+
+        let tls = match config.tls.mode {
+            TlsMode::Auto => {
+                let dir = data_dir.join("tls");
+                let outcome = ensure_bootstrap(&dir, &config.server.hostnames)?;
+                if outcome.created_ca {
+                    tracing::info!(path = %dir.join("ca.crt").display(), "created a new local CA");
+                }
+                let paths = TlsPaths::in_dir(&dir);
+                server_config(&paths.server_cert, &paths.server_key)?
+            }
+            TlsMode::Files => {
+                // validate() guarantees both paths in files mode.
+                let cert = config.tls.cert.clone().unwrap_or_default();
+                let key = config.tls.key.clone().unwrap_or_default();
+                server_config(&cert, &key)?
+            }
+        };
+
+        let registry = Registry::new();
+        let writer = WriterConfig {
+            durability: match config.storage.durability {
+                StorageDurability::Immediate => Durability::Immediate,
+                StorageDurability::Relaxed => Durability::Relaxed,
+            },
+            ..WriterConfig::default()
+        };
+        let store = Store::open(&data_dir.join("warbler.redb"), writer, registry.clone())?;
+        tracing::info!("store open");
+
+        let initial = if store.is_initialized()? {
+            None
+        } else {
+            Some(first_start::run(&store, &data_dir).await?)
+        };
+
+        let addr = config.server.listen;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| AppError::Bind { addr, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| AppError::Bind { addr, source })?;
+        Ok(Self {
+            config: Arc::new(config),
+            data_dir,
+            listener,
+            local_addr,
+            tls,
+            store,
+            registry,
+            shutdown: CancellationToken::new(),
+            initial,
+        })
+    }
+
+    #[must_use]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    #[must_use]
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
+    /// The credentials created by this start, if it was the first one.
+    #[must_use]
+    pub fn initial_credentials(&self) -> Option<&InitialCredentials> {
+        self.initial.as_ref()
+    }
+
+    /// Cancel this to shut the service down.
+    #[must_use]
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Serves until the shutdown token is cancelled, then drains: stop accepting, close
+    /// sessions (going away), finish open requests, then commit and stop the store writer.
+    pub async fn run(self) {
+        let g = &self.config.gateway;
+        let sessions = SessionSettings {
+            heartbeat: Duration::from_secs(g.heartbeat_secs),
+            outbox_capacity: g.outbox_capacity,
+            write_timeout: Duration::from_secs(g.write_timeout_secs),
+            hello_timeout: Duration::from_secs(g.hello_timeout_secs),
+            max_batch: 256,
+        };
+        let state = AppState {
+            store: self.store.clone(),
+            registry: self.registry.clone(),
+            config: Arc::clone(&self.config),
+            sessions,
+            shutdown: self.shutdown.clone(),
+        };
+        let tracker = TaskTracker::new();
+        tracing::info!(addr = %self.local_addr, "serving https");
+        crate::server::serve(
+            self.listener,
+            self.tls,
+            router(state),
+            self.config.server.max_connections,
+            self.shutdown.clone(),
+            tracker.clone(),
+        )
+        .await;
+        tracker.close();
+        tracing::info!(open = tracker.len(), "draining connections");
+        if tokio::time::timeout(DRAIN_DEADLINE, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = tracker.len(),
+                "drain deadline passed; closing the rest"
+            );
+        }
+        let store = self.store.clone();
+        let _ = tokio::task::spawn_blocking(move || store.close()).await;
+        tracing::info!("store closed; bye");
+    }
+}

@@ -1,0 +1,52 @@
+//! The command line: one file per subcommand; `run` maps the parsed command to an exit code.
+
+mod ca;
+mod config_cmd;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code for bad input (sysexits EX_USAGE / EX_DATAERR family).
+pub const EXIT_USAGE: u8 = 64;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "warbler",
+    version,
+    about = "A private push cloud in one binary"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service (API, connection server, queue) on one HTTPS port.
+    Serve(serve::ServeArgs),
+    /// Work with the local certificate authority.
+    #[command(subcommand)]
+    Ca(ca::CaCommand),
+    /// Check a configuration file.
+    #[command(subcommand)]
+    Config(config_cmd::ConfigCommand),
+}
+
+/// Runs the parsed command.
+#[must_use]
+pub fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Ca(cmd) => ca::run(cmd),
+        Command::Config(cmd) => config_cmd::run(cmd),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("warbler: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

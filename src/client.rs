@@ -1,0 +1,1 @@
+//! A small Rust client of the Warbler API and connection protocol.

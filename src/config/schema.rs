@@ -1,0 +1,263 @@
+//! The configuration schema. Every key is optional; defaults are the embedded default
+//! service. Unknown keys are errors, so a typo never silently means "default".
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::ConfigError;
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Listening address and certificate names.
+    pub server: ServerConfig,
+    /// Durability of the store.
+    pub storage: StorageConfig,
+    /// TLS mode and certificate files.
+    pub tls: TlsConfig,
+    /// Default limits for every app.
+    pub limits: LimitsConfig,
+    /// Connection server settings.
+    pub gateway: GatewayConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address of the one HTTPS port (API, connections, console). Restart to change.
+    pub listen: SocketAddr,
+    /// Extra names (DNS or IP) for the bootstrapped server certificate.
+    pub hostnames: Vec<String>,
+    /// Data directory; `--data` overrides it. Default `./warbler-data`.
+    pub data_dir: PathBuf,
+    /// Most concurrent connections (TLS handshakes included) the server accepts.
+    pub max_connections: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            hostnames: Vec::new(),
+            data_dir: PathBuf::from("warbler-data"),
+            max_connections: 19_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageDurability {
+    /// Answer 202 only after fsync.
+    #[default]
+    Immediate,
+    /// Answer after an in-memory commit; fsync within ~50 ms.
+    Relaxed,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// `immediate` (fsync before 202) or `relaxed` (fsync batched on a timer).
+    pub durability: StorageDurability,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// Bootstrap a CA and a server certificate in the data dir.
+    #[default]
+    Auto,
+    /// Use the certificate and key files below.
+    Files,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// `auto` or `files`.
+    pub mode: TlsMode,
+    /// Certificate chain (PEM) in `files` mode.
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM) in `files` mode.
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest `notification` + `data` of one message, in bytes (JSON-encoded).
+    pub max_message_bytes: u32,
+    /// Pushes per second per app (accepted here; enforcement comes with rate limiting).
+    pub pushes_per_second: u32,
+    /// TTL in seconds when a push names none.
+    pub default_ttl: u64,
+    /// Largest TTL a push may ask for, in seconds.
+    pub max_ttl: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 4096,
+            pushes_per_second: 1000,
+            default_ttl: 7 * 24 * 3600,
+            max_ttl: 28 * 24 * 3600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Seconds between server pings; a peer silent for twice this long is dropped.
+    pub heartbeat_secs: u64,
+    /// Messages queued for one session before it falls back to catching up from the store.
+    pub outbox_capacity: usize,
+    /// Seconds a write to a connection may block before the consumer is cut off as slow.
+    pub write_timeout_secs: u64,
+    /// Seconds a new WebSocket has to say `hello` when its token is not in a header.
+    pub hello_timeout_secs: u64,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_secs: 25,
+            outbox_capacity: 256,
+            write_timeout_secs: 10,
+            hello_timeout_secs: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter: `info`, `debug`, `warbler=debug,info`, …
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+impl Config {
+    /// Checks values serde cannot: ranges and combinations. Returns every problem at once.
+    ///
+    /// # Errors
+    /// `ConfigError::Invalid` listing each problem with its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut errors = Vec::new();
+        for h in &self.server.hostnames {
+            if h.is_empty() || h.len() > 253 || h.contains(char::is_whitespace) {
+                errors.push(format!("server.hostnames: {h:?} is not a host name"));
+            }
+        }
+        if self.server.max_connections == 0 {
+            errors.push("server.max_connections must be at least 1".into());
+        }
+        if self.tls.mode == TlsMode::Files && (self.tls.cert.is_none() || self.tls.key.is_none()) {
+            errors.push("tls.cert and tls.key are required when tls.mode = \"files\"".into());
+        }
+        let l = &self.limits;
+        if !(64..=1_048_576).contains(&l.max_message_bytes) {
+            errors.push("limits.max_message_bytes must be between 64 and 1048576".into());
+        }
+        if l.pushes_per_second == 0 {
+            errors.push("limits.pushes_per_second must be at least 1".into());
+        }
+        if l.max_ttl == 0 || l.default_ttl > l.max_ttl {
+            errors.push(
+                "limits.default_ttl must be at most limits.max_ttl, which must be > 0".into(),
+            );
+        }
+        let g = &self.gateway;
+        if !(1..=3600).contains(&g.heartbeat_secs) {
+            errors.push("gateway.heartbeat_secs must be between 1 and 3600".into());
+        }
+        if !(1..=65_536).contains(&g.outbox_capacity) {
+            errors.push("gateway.outbox_capacity must be between 1 and 65536".into());
+        }
+        if g.write_timeout_secs == 0 || g.hello_timeout_secs == 0 {
+            errors.push("gateway timeouts must be at least 1 second".into());
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            errors.push(format!(
+                "log.level: {:?} is not a valid filter",
+                self.log.level
+            ));
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(errors))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_embedded_service_and_valid() {
+        let c = Config::default();
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8443");
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        assert!(toml::from_str::<Config>("[server]\nlisten_addr = \"x\"").is_err());
+        let c: Config =
+            toml::from_str("[limits]\nmax_message_bytes = 1\n[tls]\nmode = \"files\"").unwrap();
+        let Err(ConfigError::Invalid(errors)) = c.validate() else {
+            panic!("should be invalid")
+        };
+        assert_eq!(errors.len(), 2, "{errors:?}");
+    }
+
+    #[test]
+    fn contract_example_parses() {
+        let text = r#"
+[server]
+listen = "127.0.0.1:8443"
+hostnames = ["push.corp.internal"]
+[storage]
+durability = "immediate"
+[tls]
+mode = "auto"
+cert = "/etc/warbler/tls/server.crt"
+key = "/etc/warbler/tls/server.key"
+[limits]
+max_message_bytes = 4096
+pushes_per_second = 1000
+[log]
+level = "info"
+format = "text"
+"#;
+        let c: Config = toml::from_str(text).unwrap();
+        assert!(c.validate().is_ok());
+        assert_eq!(c.server.hostnames, vec!["push.corp.internal".to_string()]);
+    }
+}

@@ -1,0 +1,15 @@
+//! Validated domain types: ids, names, targets and message payloads. No I/O here.
+
+mod ids;
+mod message;
+mod time;
+
+pub use ids::{
+    random_id, random_secret, validate_app_name, validate_device_id, validate_message_id,
+    validate_user, IdError,
+};
+pub use message::{
+    encode_message_frame, MessageInput, Notification, Platform, Priority, Target, TargetInput,
+    MAX_BATCH_IDS,
+};
+pub use time::{format_rfc3339_ms, now_ms};

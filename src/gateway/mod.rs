@@ -1,0 +1,14 @@
+//! The connection server: the registry of live sessions ([`registry`]), the
+//! transport-independent session core ([`session`]), the client protocol frames
+//! ([`protocol`]) and the WebSocket adapter ([`ws`]).
+//!
+//! Invariant: the store is the source of truth; the outbox is only a fast path. A session
+//! that overflows its outbox catches up from the store by sequence, never skipping.
+
+pub mod protocol;
+pub mod registry;
+pub mod session;
+pub mod ws;
+
+pub use registry::{Registry, SessionHandle};
+pub use session::{authenticate_device, DeviceAuthError, DeviceIdentity, SessionSettings};

@@ -1,0 +1,200 @@
+//! The session core, independent of the transport: device authentication, and the
+//! state machine replay → live that decides which frames go out next.
+//!
+//! A session starts "catching up": it reads the device's mailbox from the store page by
+//! page after the last sequence it sent. When a page comes back short it is live and takes
+//! frames from its outbox, skipping any sequence it already sent. If the outbox overflowed
+//! it goes back to catching up. Registration happens before the first store read, so every
+//! commit is either in the store snapshot or in the outbox.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::auth::{parse_token, verify_secret, TokenKind};
+use crate::domain::now_ms;
+use crate::store::{Store, StoreError};
+
+use super::registry::{Outgoing, Registry, SessionHandle};
+
+/// Settings every session of the process shares.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionSettings {
+    pub heartbeat: Duration,
+    pub outbox_capacity: usize,
+    pub write_timeout: Duration,
+    pub hello_timeout: Duration,
+    /// Most frames written to a connection in one flush.
+    pub max_batch: usize,
+}
+
+/// An authenticated device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceIdentity {
+    pub app: String,
+    pub device: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceAuthError {
+    #[error("the device token is missing, malformed, unknown or revoked")]
+    Unauthenticated,
+    #[error("the app is suspended")]
+    Suspended,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Checks a device token: the one path every transport uses.
+///
+/// # Errors
+/// `Unauthenticated` for any bad token (without saying which part was wrong),
+/// `Suspended` when the app is suspended.
+pub fn authenticate_device(store: &Store, token: &str) -> Result<DeviceIdentity, DeviceAuthError> {
+    let Some((TokenKind::Device, device, secret)) = parse_token(token) else {
+        return Err(DeviceAuthError::Unauthenticated);
+    };
+    let app = store
+        .device_home(device)?
+        .ok_or(DeviceAuthError::Unauthenticated)?;
+    let record = store
+        .device(&app, device)?
+        .ok_or(DeviceAuthError::Unauthenticated)?;
+    if !verify_secret(secret, &record.token_sha256) {
+        return Err(DeviceAuthError::Unauthenticated);
+    }
+    let app_record = store.app(&app)?.ok_or(DeviceAuthError::Unauthenticated)?;
+    if app_record.suspended {
+        return Err(DeviceAuthError::Suspended);
+    }
+    Ok(DeviceIdentity {
+        app,
+        device: device.to_owned(),
+    })
+}
+
+/// One device's live session.
+pub struct Session {
+    pub identity: DeviceIdentity,
+    pub handle: Arc<SessionHandle>,
+    store: Store,
+    registry: Arc<Registry>,
+    outbox: mpsc::Receiver<Outgoing>,
+    last_sent: u64,
+    catching_up: bool,
+    max_batch: usize,
+}
+
+impl Session {
+    /// Registers the session; the first call to [`Session::next_frames`] starts the replay.
+    #[must_use]
+    pub fn start(
+        store: Store,
+        registry: Arc<Registry>,
+        identity: DeviceIdentity,
+        settings: &SessionSettings,
+    ) -> Self {
+        let (handle, outbox) =
+            registry.register(&identity.app, &identity.device, settings.outbox_capacity);
+        Self {
+            identity,
+            handle,
+            store,
+            registry,
+            outbox,
+            last_sent: 0,
+            catching_up: true,
+            max_batch: settings.max_batch.max(1),
+        }
+    }
+
+    /// The next frames to write, in sequence order. Cancel-safe: state changes only after
+    /// the awaited part completes.
+    ///
+    /// # Errors
+    /// Store errors while catching up.
+    pub async fn next_frames(&mut self) -> Result<Vec<Outgoing>, StoreError> {
+        loop {
+            if self.catching_up {
+                let page = self.store.pending_after(
+                    &self.identity.app,
+                    &self.identity.device,
+                    self.last_sent,
+                    now_ms(),
+                    self.max_batch,
+                )?;
+                if page.len() < self.max_batch {
+                    self.catching_up = false;
+                }
+                if let Some(last) = page.last() {
+                    self.last_sent = last.seq;
+                }
+                let frames: Vec<Outgoing> = page
+                    .into_iter()
+                    .map(|p| Outgoing {
+                        seq: p.seq,
+                        expires_at_ms: p.expires_at_ms,
+                        frame: p.frame,
+                    })
+                    .collect();
+                if !frames.is_empty() {
+                    return Ok(frames);
+                }
+                continue;
+            }
+            let first = tokio::select! {
+                item = self.outbox.recv() => item,
+                () = self.handle.lag_notified() => None,
+            };
+            if self.handle.take_lagged() {
+                // Whatever overflowed is in the store; read it back from there.
+                self.catching_up = true;
+                continue;
+            }
+            let Some(first) = first else { continue };
+            let now = now_ms();
+            let mut frames = Vec::new();
+            let mut next = Some(first);
+            while let Some(item) = next {
+                if item.seq > self.last_sent && item.expires_at_ms > now {
+                    self.last_sent = item.seq;
+                    frames.push(item);
+                }
+                next = if frames.len() < self.max_batch {
+                    self.outbox.try_recv().ok()
+                } else {
+                    None
+                };
+            }
+            if !frames.is_empty() {
+                return Ok(frames);
+            }
+        }
+    }
+
+    /// Records the acks of a client; returns how many were pending.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn ack(&self, ids: Vec<String>) -> Result<usize, StoreError> {
+        self.store
+            .ack(&self.identity.app, &self.identity.device, ids)
+            .await
+    }
+
+    /// Marks frames as written to the connection (statistics: `delivered`).
+    pub async fn delivered(&self, frames: &[Outgoing]) {
+        let seqs = frames.iter().map(|f| f.seq).collect();
+        self.store
+            .mark_delivered(&self.identity.app, &self.identity.device, seqs)
+            .await;
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.registry
+            .unregister(&self.identity.app, &self.identity.device, &self.handle);
+    }
+}

@@ -1,0 +1,239 @@
+//! The WebSocket adapter: authenticates (header or `hello` frame), then runs the session
+//! loop: write what the session yields, read acks, ping on a timer, drop dead peers, and
+//! cut off consumers whose writes stall.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::store::Store;
+
+use super::protocol::{self, ClientFrame};
+use super::registry::{CloseReason, Outgoing, Registry};
+use super::session::{
+    authenticate_device, DeviceAuthError, DeviceIdentity, Session, SessionSettings,
+};
+
+/// Close codes sent to clients (4000–4999 are ours).
+pub mod close_code {
+    pub const GOING_AWAY: u16 = 1001;
+    pub const PROTOCOL: u16 = 1002;
+    pub const UNSUPPORTED: u16 = 1003;
+    pub const POLICY: u16 = 1008;
+    pub const INTERNAL: u16 = 1011;
+    pub const UNAUTHENTICATED: u16 = 4001;
+    pub const FORBIDDEN: u16 = 4003;
+    pub const DEVICE_REMOVED: u16 = 4004;
+    pub const HELLO_TIMEOUT: u16 = 4008;
+    pub const REPLACED: u16 = 4009;
+}
+
+/// Everything a WebSocket session needs from the server.
+#[derive(Clone)]
+pub struct WsContext {
+    pub store: Store,
+    pub registry: Arc<Registry>,
+    pub settings: SessionSettings,
+    pub shutdown: CancellationToken,
+}
+
+async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    };
+    let _ = socket.send(Message::Close(Some(frame))).await;
+}
+
+/// Runs one WebSocket connection to its end. `identity` is set when the token came in a
+/// header and was checked before the upgrade.
+pub async fn run(mut socket: WebSocket, ctx: WsContext, identity: Option<DeviceIdentity>) {
+    let identity = match identity {
+        Some(id) => id,
+        None => match hello(&mut socket, &ctx).await {
+            Some(id) => id,
+            None => return,
+        },
+    };
+    let span = tracing::info_span!("session", app = %identity.app, device = %identity.device);
+    live(socket, ctx, identity).instrument(span).await;
+}
+
+/// Waits for `{"type":"hello","token":…}` and authenticates it.
+async fn hello(socket: &mut WebSocket, ctx: &WsContext) -> Option<DeviceIdentity> {
+    let first = tokio::time::timeout(ctx.settings.hello_timeout, socket.next()).await;
+    let text = match first {
+        Ok(Some(Ok(Message::Text(text)))) => text,
+        Ok(Some(Ok(_))) => {
+            close(socket, close_code::PROTOCOL, "expected a hello frame").await;
+            return None;
+        }
+        Ok(_) => return None,
+        Err(_) => {
+            close(socket, close_code::HELLO_TIMEOUT, "no hello in time").await;
+            return None;
+        }
+    };
+    let token = match ClientFrame::parse(&text) {
+        Ok(ClientFrame::Hello { token }) => token,
+        _ => {
+            let _ = socket
+                .send(Message::Text(
+                    protocol::error("invalid_request", "expected a hello frame").into(),
+                ))
+                .await;
+            close(socket, close_code::PROTOCOL, "expected a hello frame").await;
+            return None;
+        }
+    };
+    match authenticate_device(&ctx.store, &token) {
+        Ok(id) => Some(id),
+        Err(DeviceAuthError::Suspended) => {
+            close(socket, close_code::FORBIDDEN, "app suspended").await;
+            None
+        }
+        Err(DeviceAuthError::Unauthenticated) => {
+            close(socket, close_code::UNAUTHENTICATED, "unauthenticated").await;
+            None
+        }
+        Err(DeviceAuthError::Store(e)) => {
+            tracing::error!(error = %e, "device authentication failed on the store");
+            close(socket, close_code::INTERNAL, "unavailable").await;
+            None
+        }
+    }
+}
+
+fn text_frame(item: &Outgoing) -> Option<Message> {
+    match Utf8Bytes::try_from(item.frame.clone()) {
+        Ok(text) => Some(Message::Text(text)),
+        Err(_) => {
+            tracing::error!(seq = item.seq, "stored frame is not UTF-8; skipped");
+            None
+        }
+    }
+}
+
+async fn live(mut socket: WebSocket, ctx: WsContext, identity: DeviceIdentity) {
+    let settings = ctx.settings;
+    let welcome = protocol::welcome(&identity.device, settings.heartbeat.as_secs());
+    if socket.send(Message::Text(welcome.into())).await.is_err() {
+        return;
+    }
+    ctx.store
+        .touch_device(&identity.app, &identity.device, crate::domain::now_ms())
+        .await;
+    tracing::debug!("connected");
+    let mut session = Session::start(
+        ctx.store.clone(),
+        Arc::clone(&ctx.registry),
+        identity,
+        &settings,
+    );
+    let handle = Arc::clone(&session.handle);
+    let mut heartbeat = tokio::time::interval(settings.heartbeat);
+    heartbeat.tick().await;
+    let mut last_heard = Instant::now();
+    let dead_after = settings.heartbeat * 2 + settings.write_timeout;
+    loop {
+        tokio::select! {
+            reason = handle.closed() => {
+                let (code, why) = match reason {
+                    Some(CloseReason::Replaced) => (close_code::REPLACED, "replaced by a newer connection"),
+                    Some(CloseReason::DeviceRemoved) => (close_code::DEVICE_REMOVED, "device removed"),
+                    Some(CloseReason::AppClosed) | None => (close_code::FORBIDDEN, "app suspended or deleted"),
+                };
+                close(&mut socket, code, why).await;
+                break;
+            }
+            () = ctx.shutdown.cancelled() => {
+                close(&mut socket, close_code::GOING_AWAY, "server shutting down").await;
+                break;
+            }
+            frames = session.next_frames() => {
+                let frames = match frames {
+                    Ok(f) => f,
+                    Err(e) => {
+                        tracing::error!(error = %e, "reading the mailbox failed");
+                        close(&mut socket, close_code::INTERNAL, "unavailable").await;
+                        break;
+                    }
+                };
+                let write = async {
+                    for item in &frames {
+                        if let Some(msg) = text_frame(item) {
+                            socket.feed(msg).await?;
+                        }
+                    }
+                    socket.flush().await
+                };
+                match tokio::time::timeout(settings.write_timeout, write).await {
+                    Ok(Ok(())) => session.delivered(&frames).await,
+                    Ok(Err(_)) => break,
+                    Err(_) => {
+                        tracing::info!("slow consumer cut off; its messages stay pending");
+                        break;
+                    }
+                }
+            }
+            incoming = socket.next() => {
+                let Some(Ok(msg)) = incoming else { break };
+                last_heard = Instant::now();
+                match msg {
+                    Message::Text(text) => {
+                        if !on_client_frame(&mut socket, &session, &text).await {
+                            break;
+                        }
+                    }
+                    Message::Binary(_) => {
+                        close(&mut socket, close_code::UNSUPPORTED, "binary frames are not supported").await;
+                        break;
+                    }
+                    Message::Close(_) => break,
+                    Message::Ping(_) | Message::Pong(_) => {}
+                }
+            }
+            _ = heartbeat.tick() => {
+                if last_heard.elapsed() > dead_after {
+                    tracing::info!("peer silent past the heartbeat deadline; dropped");
+                    break;
+                }
+                let ping = socket.send(Message::Ping(bytes::Bytes::new()));
+                if !matches!(tokio::time::timeout(settings.write_timeout, ping).await, Ok(Ok(()))) {
+                    break;
+                }
+            }
+        }
+    }
+    tracing::debug!("disconnected");
+}
+
+/// Handles one client frame; `false` ends the session.
+async fn on_client_frame(socket: &mut WebSocket, session: &Session, text: &str) -> bool {
+    match ClientFrame::parse(text) {
+        Ok(ClientFrame::Ack { ids }) => match session.ack(ids).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "storing acks failed");
+                close(socket, close_code::INTERNAL, "unavailable").await;
+                false
+            }
+        },
+        // Counting opens per message comes with message statistics; accepted meanwhile.
+        Ok(ClientFrame::Opened { .. }) => true,
+        Ok(ClientFrame::Hello { .. }) => {
+            let err = protocol::error("invalid_request", "already authenticated");
+            socket.send(Message::Text(err.into())).await.is_ok()
+        }
+        Err(e) => {
+            let err = protocol::error("invalid_request", &e.to_string());
+            let _ = socket.send(Message::Text(err.into())).await;
+            close(socket, close_code::POLICY, "invalid frame").await;
+            false
+        }
+    }
+}

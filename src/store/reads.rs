@@ -1,0 +1,205 @@
+//! Read queries; each runs in its own read transaction, concurrently with the writer.
+
+use bytes::Bytes;
+use redb::ReadableDatabase;
+
+use super::records::{AppRecord, CredentialRecord, DeviceRecord, MessageRecord, UserRecord};
+use super::tables::{
+    from_json, MailboxEntry, APPS, APP_CREDENTIALS, BODIES, CONSOLE_USERS, CREDENTIALS, DEVICES,
+    DEVICE_HOME, MAILBOX, MESSAGES, META, META_INITIALIZED, USER_DEVICES,
+};
+use super::{Store, StoreError};
+
+/// One pending message of a device, ready to send.
+#[derive(Debug, Clone)]
+pub struct PendingEntry {
+    pub seq: u64,
+    pub expires_at_ms: u64,
+    pub frame: Bytes,
+}
+
+impl Store {
+    /// Whether the first start already ran on this data dir.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn is_initialized(&self) -> Result<bool, StoreError> {
+        let txn = self.db().begin_read()?;
+        Ok(txn.open_table(META)?.get(META_INITIALIZED)?.is_some())
+    }
+
+    /// # Errors
+    /// Storage errors or a corrupt record.
+    pub fn app(&self, app: &str) -> Result<Option<AppRecord>, StoreError> {
+        let txn = self.db().begin_read()?;
+        let table = txn.open_table(APPS)?;
+        let value = table.get(app)?;
+        value.map(|v| from_json("apps", v.value())).transpose()
+    }
+
+    /// Apps in name order after `after`, at most `limit`.
+    ///
+    /// # Errors
+    /// Storage errors or a corrupt record.
+    pub fn apps(&self, after: Option<&str>, limit: usize) -> Result<Vec<AppRecord>, StoreError> {
+        let txn = self.db().begin_read()?;
+        let table = txn.open_table(APPS)?;
+        let mut out = Vec::new();
+        for row in table.range(after.unwrap_or("")..)? {
+            let (k, v) = row?;
+            if Some(k.value()) == after {
+                continue;
+            }
+            out.push(from_json("apps", v.value())?);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// # Errors
+    /// Storage errors or a corrupt record.
+    pub fn credential(&self, id: &str) -> Result<Option<CredentialRecord>, StoreError> {
+        let txn = self.db().begin_read()?;
+        let table = txn.open_table(CREDENTIALS)?;
+        let value = table.get(id)?;
+        value
+            .map(|v| from_json("credentials", v.value()))
+            .transpose()
+    }
+
+    /// Every credential of an app (API keys and client keys).
+    ///
+    /// # Errors
+    /// Storage errors or a corrupt record.
+    pub fn app_credentials(&self, app: &str) -> Result<Vec<CredentialRecord>, StoreError> {
+        let txn = self.db().begin_read()?;
+        let index = txn.open_table(APP_CREDENTIALS)?;
+        let creds = txn.open_table(CREDENTIALS)?;
+        let mut out = Vec::new();
+        for row in index.range((app, "")..)? {
+            let (k, ()) = (row?.0, ());
+            let (a, id) = k.value();
+            if a != app {
+                break;
+            }
+            if let Some(v) = creds.get(id)? {
+                out.push(from_json("credentials", v.value())?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// # Errors
+    /// Storage errors or a corrupt record.
+    pub fn console_user(&self, login: &str) -> Result<Option<UserRecord>, StoreError> {
+        let txn = self.db().begin_read()?;
+        let table = txn.open_table(CONSOLE_USERS)?;
+        let value = table.get(login)?;
+        value
+            .map(|v| from_json("console_users", v.value()))
+            .transpose()
+    }
+
+    /// # Errors
+    /// Storage errors or a corrupt record.
+    pub fn device(&self, app: &str, device: &str) -> Result<Option<DeviceRecord>, StoreError> {
+        let txn = self.db().begin_read()?;
+        let table = txn.open_table(DEVICES)?;
+        let value = table.get((app, device))?;
+        value.map(|v| from_json("devices", v.value())).transpose()
+    }
+
+    /// The app a device belongs to; used only to check a device token.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn device_home(&self, device: &str) -> Result<Option<String>, StoreError> {
+        let txn = self.db().begin_read()?;
+        let table = txn.open_table(DEVICE_HOME)?;
+        let value = table.get(device)?;
+        Ok(value.map(|v| v.value().to_owned()))
+    }
+
+    /// The devices bound to a user, in id order, at most `limit`.
+    ///
+    /// # Errors
+    /// Storage errors or a corrupt record.
+    pub fn user_devices(
+        &self,
+        app: &str,
+        user: &str,
+        limit: usize,
+    ) -> Result<Vec<DeviceRecord>, StoreError> {
+        let txn = self.db().begin_read()?;
+        let index = txn.open_table(USER_DEVICES)?;
+        let devices = txn.open_table(DEVICES)?;
+        let mut out = Vec::new();
+        for row in index.range((app, user, "")..)? {
+            let (k, ()) = (row?.0, ());
+            let (a, u, id) = k.value();
+            if a != app || u != user {
+                break;
+            }
+            if let Some(v) = devices.get((app, id))? {
+                out.push(from_json("devices", v.value())?);
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// # Errors
+    /// Storage errors or a corrupt record.
+    pub fn message(&self, app: &str, id: &str) -> Result<Option<MessageRecord>, StoreError> {
+        let txn = self.db().begin_read()?;
+        let table = txn.open_table(MESSAGES)?;
+        let value = table.get((app, id))?;
+        value.map(|v| from_json("messages", v.value())).transpose()
+    }
+
+    /// Up to `limit` pending, unexpired messages of a device with `seq > after`, in order.
+    ///
+    /// # Errors
+    /// Storage errors or a corrupt entry.
+    pub fn pending_after(
+        &self,
+        app: &str,
+        device: &str,
+        after: u64,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<PendingEntry>, StoreError> {
+        let txn = self.db().begin_read()?;
+        let mailbox = txn.open_table(MAILBOX)?;
+        let bodies = txn.open_table(BODIES)?;
+        let mut out = Vec::new();
+        let start = after.saturating_add(1);
+        for row in mailbox.range((app, device, start)..)? {
+            let (k, v) = row?;
+            let (a, d, seq) = k.value();
+            if a != app || d != device {
+                break;
+            }
+            let entry = MailboxEntry::decode(v.value())?;
+            if entry.expires_at_ms <= now_ms {
+                continue;
+            }
+            let Some(body) = bodies.get((app, seq))? else {
+                continue;
+            };
+            out.push(PendingEntry {
+                seq,
+                expires_at_ms: entry.expires_at_ms,
+                frame: Bytes::copy_from_slice(body.value()),
+            });
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,107 @@
+//! Records kept as JSON values in the store's tables.
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::Platform;
+
+/// Per-app overrides of the configured limits; `None` means "use the default".
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AppLimits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_message_bytes: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ttl: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_ttl: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AppRecord {
+    pub name: String,
+    pub created_at_ms: u64,
+    pub suspended: bool,
+    /// HS256 secret for user tokens. Kept in clear: the server must sign-check with it.
+    pub signing_secret: String,
+    pub limits: AppLimits,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    Push,
+    Read,
+    Manage,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialKind {
+    /// A server API key of one app, with scopes.
+    ApiKey,
+    /// An app's client key: registers devices, nothing else.
+    ClientKey,
+    /// An owner's admin token for the management API.
+    AdminToken,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CredentialRecord {
+    pub id: String,
+    pub kind: CredentialKind,
+    /// The app it belongs to; `None` for admin tokens.
+    pub app: Option<String>,
+    pub name: String,
+    pub scopes: Vec<Scope>,
+    /// Hex SHA-256 of the secret part.
+    pub secret_sha256: String,
+    pub created_at_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Owner,
+    Admin,
+    Operator,
+    Viewer,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UserRecord {
+    pub login: String,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    pub role: Role,
+    pub apps: Vec<String>,
+    pub created_at_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeviceRecord {
+    pub id: String,
+    pub app: String,
+    pub platform: Platform,
+    pub user: Option<String>,
+    pub topics: Vec<String>,
+    /// Hex SHA-256 of the device token's secret part.
+    pub token_sha256: String,
+    pub created_at_ms: u64,
+    pub last_seen_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MessageRecord {
+    pub id: String,
+    pub seq: u64,
+    pub created_at_ms: u64,
+    pub expires_at_ms: u64,
+    pub target: String,
+    pub targeted: u64,
+    pub delivered: u64,
+    pub acked: u64,
+    pub opened: u64,
+    pub expired: u64,
+    /// Mailbox entries still holding this message; its body is deleted at zero.
+    pub pending: u64,
+}

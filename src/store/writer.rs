@@ -1,0 +1,354 @@
+//! The single writer: one thread owns every write transaction. It takes every request
+//! waiting (up to a cap) into one transaction, commits once, then answers them all and
+//! tells the [`CommitListener`] what became durable. Many requests per fsync is how
+//! durable throughput scales.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::ops_apps::{self, FirstStartOp, NewApp, NewCredential};
+use super::ops_devices::{self, DevicePatch, NewDevice};
+use super::ops_messages::{self, PushOp, PushReply};
+use super::records::{AppRecord, DeviceRecord};
+use super::tables::{META, META_NEXT_SEQ};
+use super::{CommitListener, Committed, StoreError};
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// How commits reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync before answering (the default).
+    Immediate,
+    /// Answer after an in-memory commit; fsync on a short timer.
+    Relaxed,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct WriterConfig {
+    pub durability: Durability,
+    /// Most requests taken into one transaction.
+    pub max_batch: usize,
+    /// Capacity of the request queue in front of the writer.
+    pub queue: usize,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Immediate,
+            max_batch: 2048,
+            queue: 8192,
+        }
+    }
+}
+
+pub(crate) enum Op {
+    Push(PushOp, Reply<PushReply>),
+    Ack {
+        app: String,
+        device: String,
+        ids: Vec<String>,
+        reply: Reply<usize>,
+    },
+    Delivered {
+        app: String,
+        device: String,
+        seqs: Vec<u64>,
+    },
+    FirstStart(Box<FirstStartOp>, Reply<()>),
+    CreateApp(Box<NewApp>, Reply<()>),
+    UpdateApp {
+        app: String,
+        update: Box<dyn FnOnce(&mut AppRecord) + Send>,
+        reply: Reply<AppRecord>,
+    },
+    DeleteApp(String, Reply<()>),
+    CreateCredential(Box<NewCredential>, Reply<()>),
+    RevokeCredential {
+        app: String,
+        id: String,
+        reply: Reply<()>,
+    },
+    RegisterDevice(Box<NewDevice>, Reply<()>),
+    PatchDevice {
+        app: String,
+        device: String,
+        patch: DevicePatch,
+        reply: Reply<DeviceRecord>,
+    },
+    DeleteDevice {
+        app: String,
+        device: String,
+        reply: Reply<()>,
+    },
+    TouchDevice {
+        app: String,
+        device: String,
+        at_ms: u64,
+    },
+    Shutdown,
+}
+
+/// State the writer carries between transactions.
+pub(crate) struct WriterState {
+    pub next_seq: u64,
+    /// Events of the current transaction, published after it commits.
+    pub events: Vec<Committed>,
+}
+
+type Finish = Box<dyn FnOnce(bool) + Send>;
+
+fn finish<T: Send + 'static>(reply: Reply<T>, result: Result<T, StoreError>) -> Finish {
+    Box::new(move |committed| {
+        let answer = if committed || result.is_err() {
+            result
+        } else {
+            Err(StoreError::CommitFailed)
+        };
+        // The caller may have gone away (client disconnected); nothing to do then.
+        let _ = reply.send(answer);
+    })
+}
+
+pub(crate) fn spawn(
+    db: Arc<redb::Database>,
+    config: WriterConfig,
+    next_seq: u64,
+    listener: Arc<dyn CommitListener>,
+) -> Result<(mpsc::Sender<Op>, std::thread::JoinHandle<()>), StoreError> {
+    let (tx, rx) = mpsc::channel(config.queue.max(1));
+    let handle = std::thread::Builder::new()
+        .name("warbler-writer".into())
+        .spawn(move || run(&db, config, next_seq, rx, &*listener))
+        .map_err(|e| StoreError::Storage(redb::Error::Io(e)))?;
+    Ok((tx, handle))
+}
+
+fn run(
+    db: &redb::Database,
+    config: WriterConfig,
+    next_seq: u64,
+    mut rx: mpsc::Receiver<Op>,
+    listener: &dyn CommitListener,
+) {
+    let mut state = WriterState {
+        next_seq,
+        events: Vec::new(),
+    };
+    let mut unflushed = false;
+    let mut batch: Vec<Op> = Vec::with_capacity(config.max_batch);
+    loop {
+        let first = if unflushed {
+            match recv_timeout(&mut rx, Duration::from_millis(50)) {
+                Some(op) => Some(op),
+                None => {
+                    if let Err(e) = flush(db) {
+                        tracing::error!(error = %e, "relaxed-durability flush failed");
+                    }
+                    unflushed = false;
+                    continue;
+                }
+            }
+        } else {
+            rx.blocking_recv()
+        };
+        let Some(first) = first else { break };
+        batch.push(first);
+        while batch.len() < config.max_batch {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let stop = batch.iter().any(|op| matches!(op, Op::Shutdown));
+        let ops: Vec<Op> = batch
+            .drain(..)
+            .filter(|op| !matches!(op, Op::Shutdown))
+            .collect();
+        if !ops.is_empty() {
+            commit_batch(db, config.durability, &mut state, ops, listener);
+            unflushed = config.durability == Durability::Relaxed;
+        }
+        if stop {
+            // Take what is still queued, then stop.
+            rx.close();
+            let rest: Vec<Op> = std::iter::from_fn(|| rx.try_recv().ok())
+                .filter(|op| !matches!(op, Op::Shutdown))
+                .collect();
+            if !rest.is_empty() {
+                commit_batch(db, config.durability, &mut state, rest, listener);
+            }
+            break;
+        }
+    }
+    if unflushed {
+        if let Err(e) = flush(db) {
+            tracing::error!(error = %e, "final flush failed");
+        }
+    }
+    tracing::debug!("store writer stopped");
+}
+
+fn recv_timeout(rx: &mut mpsc::Receiver<Op>, timeout: Duration) -> Option<Op> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match rx.try_recv() {
+            Ok(op) => return Some(op),
+            Err(mpsc::error::TryRecvError::Disconnected) => return None,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                if std::time::Instant::now() >= deadline {
+                    return None;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+}
+
+fn flush(db: &redb::Database) -> Result<(), StoreError> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(redb::Durability::Immediate)?;
+    txn.commit()?;
+    Ok(())
+}
+
+fn commit_batch(
+    db: &redb::Database,
+    durability: Durability,
+    state: &mut WriterState,
+    ops: Vec<Op>,
+    listener: &dyn CommitListener,
+) {
+    let started = std::time::Instant::now();
+    let count = ops.len();
+    let seq_before = state.next_seq;
+    let mut finishers: Vec<Finish> = Vec::with_capacity(ops.len());
+    let outcome = (|| -> Result<(), StoreError> {
+        let mut txn = db.begin_write()?;
+        txn.set_durability(match durability {
+            Durability::Immediate => redb::Durability::Immediate,
+            Durability::Relaxed => redb::Durability::None,
+        })?;
+        // Tenant payloads are untrusted input: redb's design recommends 2PC for them.
+        txn.set_two_phase_commit(true);
+        for op in ops {
+            apply(&txn, state, op, &mut finishers)?;
+        }
+        if state.next_seq != seq_before {
+            txn.open_table(META)?
+                .insert(META_NEXT_SEQ, state.next_seq)?;
+        }
+        txn.commit()?;
+        Ok(())
+    })();
+    let committed = match outcome {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(error = %e, requests = count, "store commit failed; answering 503");
+            state.next_seq = seq_before;
+            state.events.clear();
+            false
+        }
+    };
+    if committed {
+        for event in state.events.drain(..) {
+            listener.committed(&event);
+        }
+    }
+    for f in finishers {
+        f(committed);
+    }
+    tracing::trace!(
+        requests = count,
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "batch committed"
+    );
+}
+
+/// Applies one request to the open transaction. A refusal (not found, conflict, invalid)
+/// wrote nothing and answers only its caller; a storage error aborts the whole batch.
+fn apply(
+    txn: &redb::WriteTransaction,
+    state: &mut WriterState,
+    op: Op,
+    finishers: &mut Vec<Finish>,
+) -> Result<(), StoreError> {
+    fn settle<T: Send + 'static>(
+        finishers: &mut Vec<Finish>,
+        reply: Reply<T>,
+        result: Result<T, StoreError>,
+    ) -> Result<(), StoreError> {
+        match result {
+            Err(e) if !e.is_refusal() => {
+                finishers.push(finish(reply, Err(StoreError::CommitFailed)));
+                Err(e)
+            }
+            other => {
+                finishers.push(finish(reply, other));
+                Ok(())
+            }
+        }
+    }
+    match op {
+        Op::Push(push, reply) => {
+            let r = ops_messages::push(txn, state, push);
+            settle(finishers, reply, r)
+        }
+        Op::Ack {
+            app,
+            device,
+            ids,
+            reply,
+        } => {
+            let r = ops_messages::ack(txn, &app, &device, &ids);
+            settle(finishers, reply, r)
+        }
+        Op::Delivered { app, device, seqs } => ops_messages::delivered(txn, &app, &device, &seqs),
+        Op::FirstStart(op, reply) => {
+            let r = ops_apps::first_start(txn, *op);
+            settle(finishers, reply, r)
+        }
+        Op::CreateApp(app, reply) => {
+            let r = ops_apps::create_app(txn, *app);
+            settle(finishers, reply, r)
+        }
+        Op::UpdateApp { app, update, reply } => {
+            let r = ops_apps::update_app(txn, state, &app, update);
+            settle(finishers, reply, r)
+        }
+        Op::DeleteApp(app, reply) => {
+            let r = ops_apps::delete_app(txn, state, &app);
+            settle(finishers, reply, r)
+        }
+        Op::CreateCredential(cred, reply) => {
+            let r = ops_apps::create_credential(txn, *cred);
+            settle(finishers, reply, r)
+        }
+        Op::RevokeCredential { app, id, reply } => {
+            let r = ops_apps::revoke_credential(txn, &app, &id);
+            settle(finishers, reply, r)
+        }
+        Op::RegisterDevice(device, reply) => {
+            let r = ops_devices::register(txn, *device);
+            settle(finishers, reply, r)
+        }
+        Op::PatchDevice {
+            app,
+            device,
+            patch,
+            reply,
+        } => {
+            let r = ops_devices::patch(txn, &app, &device, patch);
+            settle(finishers, reply, r)
+        }
+        Op::DeleteDevice { app, device, reply } => {
+            let r = ops_devices::delete(txn, state, &app, &device);
+            settle(finishers, reply, r)
+        }
+        Op::TouchDevice { app, device, at_ms } => ops_devices::touch(txn, &app, &device, at_ms),
+        Op::Shutdown => Ok(()),
+    }
+}

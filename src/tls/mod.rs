@@ -1,0 +1,9 @@
+//! TLS for Warbler: local CA bootstrap on disk and rustls server/client configuration.
+
+mod bootstrap;
+mod config;
+
+pub use bootstrap::{ensure_bootstrap, BootstrapOutcome, TlsPaths};
+pub use config::{
+    client_config_trusting, server_config, TlsError, ALPN_H2, ALPN_HTTP11, PROTOCOL_VERSIONS,
+};
