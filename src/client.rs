@@ -1,1 +1,256 @@
-//! A small Rust client of the Warbler API and connection protocol.
+//! A small Rust client of the Warbler HTTP API and WebSocket protocol, trusting one CA.
+//! Used by the tests, the benchmarks and (later) the CLI's `send`/`listen`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, StatusCode};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("bad URL {0}")]
+    Url(String),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("HTTP request failed: {0}")]
+    Http(String),
+    #[error("connection failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("WebSocket error: {0}")]
+    Ws(#[from] tokio_tungstenite::tungstenite::Error),
+    #[error("unexpected reply: {0}")]
+    Protocol(String),
+}
+
+type Https = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// An HTTPS client of one Warbler server.
+#[derive(Clone)]
+pub struct Client {
+    host: String,
+    port: u16,
+    http: hyper_util::client::legacy::Client<Https, Full<Bytes>>,
+    ws_tls: tokio_rustls::TlsConnector,
+}
+
+/// The answer to an API call: status and JSON body (`Null` when empty).
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: serde_json::Value,
+}
+
+impl Client {
+    /// A client for `https://host:port`, trusting only the CA in `ca_pem`.
+    ///
+    /// # Errors
+    /// A malformed URL or an unreadable CA file.
+    pub fn new(base_url: &str, ca_pem: &Path) -> Result<Self, ClientError> {
+        let rest = base_url
+            .strip_prefix("https://")
+            .ok_or_else(|| ClientError::Url(base_url.to_owned()))?
+            .trim_end_matches('/');
+        let (host, port) = rest
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h.trim_matches(['[', ']']).to_owned(), p.parse().ok()?)))
+            .ok_or_else(|| ClientError::Url(base_url.to_owned()))?;
+        let http_tls = crate::tls::client_config_trusting(ca_pem, &[])?;
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(Arc::unwrap_or_clone(http_tls))
+            .https_only()
+            .enable_http1()
+            .enable_http2()
+            .build();
+        let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        let ws_config = crate::tls::client_config_trusting(ca_pem, &[crate::tls::ALPN_HTTP11])?;
+        Ok(Self {
+            host,
+            port,
+            http,
+            ws_tls: tokio_rustls::TlsConnector::from(ws_config),
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        if self.host.contains(':') {
+            format!("https://[{}]:{}{path}", self.host, self.port)
+        } else {
+            format!("https://{}:{}{path}", self.host, self.port)
+        }
+    }
+
+    /// Sends a request with an optional bearer token and raw body.
+    ///
+    /// # Errors
+    /// Transport failures (not HTTP error statuses, which come back in the reply).
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        bearer: Option<&str>,
+        body: Bytes,
+    ) -> Result<Reply, ClientError> {
+        let mut req = hyper::Request::builder().method(method).uri(self.url(path));
+        if let Some(token) = bearer {
+            req = req.header("authorization", format!("Bearer {token}"));
+        }
+        if !body.is_empty() {
+            req = req.header("content-type", "application/json");
+        }
+        let req = req
+            .body(Full::new(body))
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let resp = self
+            .http
+            .request(req)
+            .await
+            .map_err(|e| ClientError::Http(format!("{e:?}")))?;
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))?
+            .to_bytes();
+        let body = if bytes.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))?
+        };
+        Ok(Reply { status, body })
+    }
+
+    /// Sends JSON (or nothing) and parses the JSON reply.
+    ///
+    /// # Errors
+    /// Transport failures.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Reply, ClientError> {
+        let bytes = body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string()));
+        self.raw(method, path, bearer, bytes).await
+    }
+
+    /// Opens a WebSocket to `/v1/connect` with the device token in the header (or, with
+    /// `token_in_header = false`, in a `hello` frame) and waits for `welcome`.
+    ///
+    /// # Errors
+    /// Transport failures, a refused upgrade, or no `welcome`.
+    pub async fn connect(
+        &self,
+        token: &str,
+        token_in_header: bool,
+    ) -> Result<DeviceConnection, ClientError> {
+        let mut ws = self.open_ws(token_in_header.then_some(token)).await?;
+        if !token_in_header {
+            let hello = serde_json::json!({"type": "hello", "token": token}).to_string();
+            ws.send(Message::Text(hello.into())).await?;
+        }
+        let mut conn = DeviceConnection {
+            ws,
+            device_id: String::new(),
+        };
+        let welcome = conn
+            .next_frame()
+            .await?
+            .ok_or_else(|| ClientError::Protocol("closed before welcome".into()))?;
+        if welcome["type"] != "welcome" {
+            return Err(ClientError::Protocol(format!(
+                "expected welcome, got {welcome}"
+            )));
+        }
+        conn.device_id = welcome["device_id"].as_str().unwrap_or_default().to_owned();
+        Ok(conn)
+    }
+
+    /// Opens the raw WebSocket (no welcome awaited); for protocol tests.
+    ///
+    /// # Errors
+    /// Transport failures or a refused upgrade.
+    pub async fn open_ws(
+        &self,
+        bearer: Option<&str>,
+    ) -> Result<WebSocketStream<TlsStream<TcpStream>>, ClientError> {
+        let tcp = TcpStream::connect((self.host.as_str(), self.port)).await?;
+        tcp.set_nodelay(true)?;
+        let name = rustls_pki_types::ServerName::try_from(self.host.clone())
+            .map_err(|e| ClientError::Url(e.to_string()))?;
+        let tls = self.ws_tls.connect(name, tcp).await?;
+        let url = self.url("/v1/connect").replacen("https://", "wss://", 1);
+        let mut request = url.into_client_request()?;
+        if let Some(token) = bearer {
+            let value = format!("Bearer {token}")
+                .parse()
+                .map_err(|_| ClientError::Protocol("token is not a header value".into()))?;
+            request.headers_mut().insert("authorization", value);
+        }
+        let config = WebSocketConfig::default().read_buffer_size(16 * 1024);
+        let (ws, _) =
+            tokio_tungstenite::client_async_with_config(request, tls, Some(config)).await?;
+        Ok(ws)
+    }
+}
+
+/// A device's live WebSocket connection.
+pub struct DeviceConnection {
+    pub ws: WebSocketStream<TlsStream<TcpStream>>,
+    pub device_id: String,
+}
+
+impl DeviceConnection {
+    /// The next JSON text frame; `None` when the server closed.
+    ///
+    /// # Errors
+    /// Transport failures or a frame that is not JSON.
+    pub async fn next_frame(&mut self) -> Result<Option<serde_json::Value>, ClientError> {
+        while let Some(msg) = self.ws.next().await {
+            match msg? {
+                Message::Text(text) => {
+                    return serde_json::from_str(&text)
+                        .map(Some)
+                        .map_err(|e| ClientError::Protocol(e.to_string()))
+                }
+                Message::Close(_) => return Ok(None),
+                _ => {}
+            }
+        }
+        Ok(None)
+    }
+
+    /// Acknowledges messages by id.
+    ///
+    /// # Errors
+    /// Transport failures.
+    pub async fn ack(&mut self, ids: &[String]) -> Result<(), ClientError> {
+        let frame = serde_json::json!({"type": "ack", "ids": ids}).to_string();
+        self.ws.send(Message::Text(frame.into())).await?;
+        Ok(())
+    }
+
+    /// Closes the connection politely.
+    ///
+    /// # Errors
+    /// Transport failures.
+    pub async fn close(mut self) -> Result<(), ClientError> {
+        self.ws.close(None).await?;
+        Ok(())
+    }
+}
