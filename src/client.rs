@@ -177,7 +177,10 @@ impl Client {
                 "expected welcome, got {welcome}"
             )));
         }
-        conn.device_id = welcome["device_id"].as_str().unwrap_or_default().to_owned();
+        welcome["device_id"]
+            .as_str()
+            .unwrap_or_default()
+            .clone_into(&mut conn.device_id);
         Ok(conn)
     }
 
@@ -241,6 +244,16 @@ impl DeviceConnection {
     /// Transport failures.
     pub async fn ack(&mut self, ids: &[String]) -> Result<(), ClientError> {
         let frame = serde_json::json!({"type": "ack", "ids": ids}).to_string();
+        self.ws.send(Message::Text(frame.into())).await?;
+        Ok(())
+    }
+
+    /// Reports that the user opened these messages.
+    ///
+    /// # Errors
+    /// Transport failures.
+    pub async fn opened(&mut self, ids: &[String]) -> Result<(), ClientError> {
+        let frame = serde_json::json!({"type": "opened", "ids": ids}).to_string();
         self.ws.send(Message::Text(frame.into())).await?;
         Ok(())
     }

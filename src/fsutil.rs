@@ -81,8 +81,7 @@ fn create_temp(
 ) -> io::Result<(PathBuf, File)> {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+        .map_or(0, |d| d.subsec_nanos());
     let mut last_err = None;
     for _ in 0..MAX_TEMP_ATTEMPTS {
         let counter = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);

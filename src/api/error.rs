@@ -1,4 +1,4 @@
-//! The API error: an HTTP status, a stable snake_case code and a message, rendered as
+//! The API error: an HTTP status, a stable `snake_case` code and a message, rendered as
 //! `{"error":{"code","message"}}`. Internal details are logged, never sent.
 
 use axum::http::{header, HeaderValue, StatusCode};

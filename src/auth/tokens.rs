@@ -1,6 +1,8 @@
 //! Bearer tokens: `<prefix><id>_<secret>`. The id finds the stored record; the secret is
 //! stored only as SHA-256 and compared in constant time.
 
+use std::fmt::Write;
+
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -50,7 +52,10 @@ impl TokenKind {
 #[must_use]
 pub fn sha256_hex(secret: &str) -> String {
     let digest = Sha256::digest(secret.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    digest.iter().fold(String::with_capacity(64), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
 }
 
 /// Compares a presented secret with a stored hash in constant time.

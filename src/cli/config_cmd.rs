@@ -13,6 +13,7 @@ pub enum ConfigCommand {
     Check { file: PathBuf },
 }
 
+#[allow(clippy::unnecessary_wraps)] // Same signature as every subcommand.
 pub fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         ConfigCommand::Check { file } => match Config::from_file(&file) {

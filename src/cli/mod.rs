@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Exit code for bad input (sysexits EX_USAGE / EX_DATAERR family).
+/// Exit code for bad input (sysexits `EX_USAGE` / `EX_DATAERR` family).
 pub const EXIT_USAGE: u8 = 64;
 
 #[derive(Debug, Parser)]

@@ -189,7 +189,7 @@ struct Frame<'a> {
 /// Encodes a `message` frame once; every session that delivers it shares these bytes.
 ///
 /// # Errors
-/// Only if serde_json fails to write into memory, which it does not for these types.
+/// Only if `serde_json` fails to write into memory, which it does not for these types.
 pub fn encode_message_frame(
     id: &str,
     seq: u64,

@@ -183,6 +183,11 @@ impl Session {
             .await
     }
 
+    /// Records the client's `opened` reports.
+    pub async fn opened(&self, ids: Vec<String>) {
+        self.store.mark_opened(&self.identity.app, ids).await;
+    }
+
     /// Marks frames as written to the connection (statistics: `delivered`).
     pub async fn delivered(&self, frames: &[Outgoing]) {
         let seqs = frames.iter().map(|f| f.seq).collect();

@@ -78,17 +78,14 @@ async fn hello(socket: &mut WebSocket, ctx: &WsContext) -> Option<DeviceIdentity
             return None;
         }
     };
-    let token = match ClientFrame::parse(&text) {
-        Ok(ClientFrame::Hello { token }) => token,
-        _ => {
-            let _ = socket
-                .send(Message::Text(
-                    protocol::error("invalid_request", "expected a hello frame").into(),
-                ))
-                .await;
-            close(socket, close_code::PROTOCOL, "expected a hello frame").await;
-            return None;
-        }
+    let Ok(ClientFrame::Hello { token }) = ClientFrame::parse(&text) else {
+        let _ = socket
+            .send(Message::Text(
+                protocol::error("invalid_request", "expected a hello frame").into(),
+            ))
+            .await;
+        close(socket, close_code::PROTOCOL, "expected a hello frame").await;
+        return None;
     };
     match authenticate_device(&ctx.store, &token) {
         Ok(id) => Some(id),
@@ -109,12 +106,11 @@ async fn hello(socket: &mut WebSocket, ctx: &WsContext) -> Option<DeviceIdentity
 }
 
 fn text_frame(item: &Outgoing) -> Option<Message> {
-    match Utf8Bytes::try_from(item.frame.clone()) {
-        Ok(text) => Some(Message::Text(text)),
-        Err(_) => {
-            tracing::error!(seq = item.seq, "stored frame is not UTF-8; skipped");
-            None
-        }
+    if let Ok(text) = Utf8Bytes::try_from(item.frame.clone()) {
+        Some(Message::Text(text))
+    } else {
+        tracing::error!(seq = item.seq, "stored frame is not UTF-8; skipped");
+        None
     }
 }
 
@@ -223,8 +219,10 @@ async fn on_client_frame(socket: &mut WebSocket, session: &Session, text: &str) 
                 false
             }
         },
-        // Counting opens per message comes with message statistics; accepted meanwhile.
-        Ok(ClientFrame::Opened { .. }) => true,
+        Ok(ClientFrame::Opened { ids }) => {
+            session.opened(ids).await;
+            true
+        }
         Ok(ClientFrame::Hello { .. }) => {
             let err = protocol::error("invalid_request", "already authenticated");
             socket.send(Message::Text(err.into())).await.is_ok()

@@ -13,6 +13,9 @@ pub mod records;
 pub mod tables;
 mod writer;
 
+#[cfg(test)]
+mod tests;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -24,7 +27,7 @@ pub use ops_apps::{FirstStartOp, NewApp, NewCredential};
 pub use ops_devices::{DevicePatch, NewDevice};
 pub use ops_messages::{PushOp, PushReply};
 pub use reads::PendingEntry;
-pub use writer::{Durability, WriterConfig};
+pub use writer::{Durability, WriterConfig, WriterStats};
 
 use records::AppRecord;
 use writer::Op;
@@ -60,6 +63,7 @@ pub struct Store {
 struct Inner {
     db: Arc<redb::Database>,
     ops: mpsc::Sender<Op>,
+    stats: Arc<WriterStats>,
     writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -81,16 +85,31 @@ impl Store {
             }
             Err(e) => return Err(StoreError::Open(path.display().to_string(), e.into())),
         };
+        // The data dir is 0700 already; keep the file private too.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+        }
         let db = Arc::new(db);
         let next_seq = tables::initialize(&db)?;
-        let (ops, handle) = writer::spawn(Arc::clone(&db), config, next_seq, listener)?;
+        let stats = Arc::new(WriterStats::default());
+        let (ops, handle) =
+            writer::spawn(Arc::clone(&db), config, next_seq, listener, Arc::clone(&stats))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 db,
                 ops,
+                stats,
                 writer: std::sync::Mutex::new(Some(handle)),
             }),
         })
+    }
+
+    /// The writer's counters.
+    #[must_use]
+    pub fn writer_stats(&self) -> &WriterStats {
+        &self.inner.stats
     }
 
     pub(crate) fn db(&self) -> &redb::Database {
@@ -147,6 +166,15 @@ impl Store {
             seqs,
         };
         // A closed writer only happens at shutdown; the counts are statistics.
+        let _ = self.inner.ops.send(op).await;
+    }
+
+    /// Counts client `opened` reports (statistics; at most `targeted` per message).
+    pub async fn mark_opened(&self, app: &str, ids: Vec<String>) {
+        let op = Op::Opened {
+            app: app.to_owned(),
+            ids,
+        };
         let _ = self.inner.ops.send(op).await;
     }
 

@@ -100,7 +100,7 @@ pub(crate) fn update_app(
     };
     let was_suspended = record.suspended;
     update(&mut record);
-    record.name = app.to_owned();
+    app.clone_into(&mut record.name);
     apps.insert(app, to_json("apps", &record)?.as_slice())?;
     if record.suspended && !was_suspended {
         state.events.push(Committed::AppClosed {

@@ -208,6 +208,20 @@ pub(crate) fn delivered(
     Ok(())
 }
 
+/// Counts `opened` reports; unknown ids are ignored and a count never passes `targeted`.
+pub(crate) fn opened(txn: &WriteTransaction, app: &str, ids: &[String]) -> Result<(), StoreError> {
+    let mut messages = txn.open_table(MESSAGES)?;
+    for id in ids {
+        if let Some(mut m) = load_message(&messages, app, id)? {
+            if m.opened < m.targeted {
+                m.opened += 1;
+                messages.insert((app, id.as_str()), to_json("messages", &m)?.as_slice())?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Removes an app's message records and bodies (its mailboxes are gone with its devices).
 pub(crate) fn delete_app_messages(txn: &WriteTransaction, app: &str) -> Result<(), StoreError> {
     let mut messages = txn.open_table(MESSAGES)?;

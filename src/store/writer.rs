@@ -58,6 +58,10 @@ pub(crate) enum Op {
         device: String,
         seqs: Vec<u64>,
     },
+    Opened {
+        app: String,
+        ids: Vec<String>,
+    },
     FirstStart(Box<FirstStartOp>, Reply<()>),
     CreateApp(Box<NewApp>, Reply<()>),
     UpdateApp {
@@ -92,6 +96,17 @@ pub(crate) enum Op {
     Shutdown,
 }
 
+/// Counters of the writer's work, readable from any thread (metrics, tests, benchmarks).
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Transactions committed.
+    pub commits: std::sync::atomic::AtomicU64,
+    /// Requests applied in committed transactions.
+    pub requests: std::sync::atomic::AtomicU64,
+    /// Most requests seen in one transaction.
+    pub largest_batch: std::sync::atomic::AtomicU64,
+}
+
 /// State the writer carries between transactions.
 pub(crate) struct WriterState {
     pub next_seq: u64,
@@ -118,11 +133,12 @@ pub(crate) fn spawn(
     config: WriterConfig,
     next_seq: u64,
     listener: Arc<dyn CommitListener>,
+    stats: Arc<WriterStats>,
 ) -> Result<(mpsc::Sender<Op>, std::thread::JoinHandle<()>), StoreError> {
     let (tx, rx) = mpsc::channel(config.queue.max(1));
     let handle = std::thread::Builder::new()
         .name("warbler-writer".into())
-        .spawn(move || run(&db, config, next_seq, rx, &*listener))
+        .spawn(move || run(&db, config, next_seq, rx, &*listener, &stats))
         .map_err(|e| StoreError::Storage(redb::Error::Io(e)))?;
     Ok((tx, handle))
 }
@@ -133,6 +149,7 @@ fn run(
     next_seq: u64,
     mut rx: mpsc::Receiver<Op>,
     listener: &dyn CommitListener,
+    stats: &WriterStats,
 ) {
     let mut state = WriterState {
         next_seq,
@@ -142,15 +159,14 @@ fn run(
     let mut batch: Vec<Op> = Vec::with_capacity(config.max_batch);
     loop {
         let first = if unflushed {
-            match recv_timeout(&mut rx, Duration::from_millis(50)) {
-                Some(op) => Some(op),
-                None => {
-                    if let Err(e) = flush(db) {
-                        tracing::error!(error = %e, "relaxed-durability flush failed");
-                    }
-                    unflushed = false;
-                    continue;
+            if let Some(op) = recv_timeout(&mut rx, Duration::from_millis(50)) {
+                Some(op)
+            } else {
+                if let Err(e) = flush(db) {
+                    tracing::error!(error = %e, "relaxed-durability flush failed");
                 }
+                unflushed = false;
+                continue;
             }
         } else {
             rx.blocking_recv()
@@ -169,7 +185,7 @@ fn run(
             .filter(|op| !matches!(op, Op::Shutdown))
             .collect();
         if !ops.is_empty() {
-            commit_batch(db, config.durability, &mut state, ops, listener);
+            commit_batch(db, config.durability, &mut state, ops, listener, stats);
             unflushed = config.durability == Durability::Relaxed;
         }
         if stop {
@@ -179,7 +195,7 @@ fn run(
                 .filter(|op| !matches!(op, Op::Shutdown))
                 .collect();
             if !rest.is_empty() {
-                commit_batch(db, config.durability, &mut state, rest, listener);
+                commit_batch(db, config.durability, &mut state, rest, listener, stats);
             }
             break;
         }
@@ -221,6 +237,7 @@ fn commit_batch(
     state: &mut WriterState,
     ops: Vec<Op>,
     listener: &dyn CommitListener,
+    stats: &WriterStats,
 ) {
     let started = std::time::Instant::now();
     let count = ops.len();
@@ -254,6 +271,10 @@ fn commit_batch(
         }
     };
     if committed {
+        use std::sync::atomic::Ordering::Relaxed;
+        stats.commits.fetch_add(1, Relaxed);
+        stats.requests.fetch_add(count as u64, Relaxed);
+        stats.largest_batch.fetch_max(count as u64, Relaxed);
         for event in state.events.drain(..) {
             listener.committed(&event);
         }
@@ -263,7 +284,7 @@ fn commit_batch(
     }
     tracing::trace!(
         requests = count,
-        elapsed_us = started.elapsed().as_micros() as u64,
+        elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
         "batch committed"
     );
 }
@@ -307,6 +328,7 @@ fn apply(
             settle(finishers, reply, r)
         }
         Op::Delivered { app, device, seqs } => ops_messages::delivered(txn, &app, &device, &seqs),
+        Op::Opened { app, ids } => ops_messages::opened(txn, &app, &ids),
         Op::FirstStart(op, reply) => {
             let r = ops_apps::first_start(txn, *op);
             settle(finishers, reply, r)

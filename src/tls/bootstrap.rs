@@ -43,6 +43,7 @@ pub struct TlsPaths {
 
 impl TlsPaths {
     /// The standard file names (`ca.crt`, `ca.key`, `server.crt`, `server.key`) under `tls_dir`.
+    #[must_use]
     pub fn in_dir(tls_dir: &Path) -> Self {
         Self {
             ca_cert: tls_dir.join("ca.crt"),
@@ -258,21 +259,20 @@ fn subject_alt_names(hostnames: &[String], server_cert: &Path) -> Result<Vec<San
             .strip_prefix('[')
             .and_then(|n| n.strip_suffix(']'))
             .unwrap_or(name);
-        let san = match unbracketed.parse::<IpAddr>() {
-            Ok(ip) => SanType::IpAddress(ip),
-            Err(_) => {
-                let lower = name.to_ascii_lowercase();
-                let checked = lower.strip_prefix("*.").unwrap_or(&lower);
-                DnsName::try_from(checked).map_err(|source| TlsError::InvalidHostname {
-                    name: raw.to_string(),
-                    source,
-                })?;
-                let ia5 = lower.try_into().map_err(|source| TlsError::Generate {
-                    path: server_cert.to_path_buf(),
-                    source,
-                })?;
-                SanType::DnsName(ia5)
-            }
+        let san = if let Ok(ip) = unbracketed.parse::<IpAddr>() {
+            SanType::IpAddress(ip)
+        } else {
+            let lower = name.to_ascii_lowercase();
+            let checked = lower.strip_prefix("*.").unwrap_or(&lower);
+            DnsName::try_from(checked).map_err(|source| TlsError::InvalidHostname {
+                name: raw.to_string(),
+                source,
+            })?;
+            let ia5 = lower.try_into().map_err(|source| TlsError::Generate {
+                path: server_cert.to_path_buf(),
+                source,
+            })?;
+            SanType::DnsName(ia5)
         };
         if !sans.contains(&san) {
             sans.push(san);

@@ -230,7 +230,7 @@ fn load_root_store(ca_pem: &Path) -> Result<RootCertStore, TlsError> {
     Ok(roots)
 }
 
-/// A WebPKI server-certificate verifier that trusts only the certificates in `ca_pem`.
+/// A `WebPKI` server-certificate verifier that trusts only the certificates in `ca_pem`.
 pub(super) fn verifier_trusting(ca_pem: &Path) -> Result<Arc<WebPkiServerVerifier>, TlsError> {
     let roots = load_root_store(ca_pem)?;
     WebPkiServerVerifier::builder_with_provider(Arc::new(roots), ring_provider())

@@ -29,6 +29,7 @@ async fn online_device_gets_direct_pushes_in_order_and_acks_them() {
     );
     assert_eq!(got[3]["notification"]["title"], "n3");
     conn.ack(&sent).await.unwrap();
+    conn.opened(&sent[19..]).await.unwrap();
     // Acks are durable once the writer commits them; poll the status until it says so.
     let mut status = json!(null);
     for _ in 0..100 {
@@ -41,7 +42,7 @@ async fn online_device_gets_direct_pushes_in_order_and_acks_them() {
             )
             .await
             .body;
-        if status["state"] == "acked" {
+        if status["state"] == "acked" && status["counts"]["opened"] == 1 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -50,6 +51,7 @@ async fn online_device_gets_direct_pushes_in_order_and_acks_them() {
     assert_eq!(status["counts"]["targeted"], 1);
     assert_eq!(status["counts"]["delivered"], 1);
     assert_eq!(status["counts"]["acked"], 1);
+    assert_eq!(status["counts"]["opened"], 1);
     // Acked messages are not replayed on reconnect.
     drop(conn);
     let mut again = s.connect(&token).await;

@@ -184,6 +184,12 @@ pub struct BinaryServer {
 
 impl BinaryServer {
     pub fn start(data: &Path) -> Self {
+        Self::start_capturing(data).0
+    }
+
+    /// Like [`BinaryServer::start`], also returning every stdout line printed before
+    /// (and including) the "listening on" line.
+    pub fn start_capturing(data: &Path) -> (Self, Vec<String>) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_warbler"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
@@ -194,22 +200,47 @@ impl BinaryServer {
             .expect("spawn warbler");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
+        let mut printed = Vec::new();
         let url = loop {
             let line = lines
                 .next()
                 .expect("warbler printed its address before exiting")
                 .expect("read stdout");
+            printed.push(line.clone());
             if let Some(url) = line.strip_prefix("listening on ") {
                 break url.to_owned();
             }
         };
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Self {
+        let server = Self {
             child,
             url,
             data: data.to_path_buf(),
-        }
+        };
+        (server, printed)
+    }
+
+    /// Sends SIGTERM through `kill -TERM <pid>`.
+    pub fn sigterm(&self) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM {pid} failed");
+    }
+
+    /// Waits up to `within` for the process to exit; panics if it does not.
+    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        wait_for_exit(&mut self.child, within)
+            .unwrap_or_else(|| panic!("warbler did not exit within {within:?}"))
+    }
+
+    /// Sends SIGTERM and waits up to `within` for the exit status.
+    pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        self.sigterm();
+        self.wait_exit(within)
     }
 
     pub fn client(&self) -> Client {
@@ -232,5 +263,19 @@ impl Drop for BinaryServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Polls a child until it exits or `within` passes (`None`: still running).
+pub fn wait_for_exit(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

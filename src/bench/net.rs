@@ -1,0 +1,336 @@
+//! The benchmark's transport: one TLS connection per API client (HTTP/1.1 or HTTP/2 chosen
+//! by ALPN), device registration, and device WebSockets that may be bound to a chosen local
+//! (source) address — the piece [`crate::client::Client`] does not offer.
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls_pki_types::ServerName;
+use serde::Deserialize;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::tls::{client_config_trusting, ALPN_H2, ALPN_HTTP11};
+
+/// A device's WebSocket, as the benchmarks hold it.
+pub type DeviceWs = WebSocketStream<TlsStream<TcpStream>>;
+
+/// Which HTTP version API clients offer (the server speaks both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpVersion {
+    Http1,
+    Http2,
+}
+
+impl HttpVersion {
+    #[must_use]
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Http1 => "http/1.1",
+            Self::Http2 => "h2",
+        }
+    }
+}
+
+/// One server and the credentials to use on it.
+pub struct Endpoint {
+    host: String,
+    addr: SocketAddr,
+    authority: HeaderValue,
+    base: String,
+    server_name: ServerName<'static>,
+    api_tls: TlsConnector,
+    ws_tls: TlsConnector,
+    api_auth: HeaderValue,
+    client_auth: HeaderValue,
+    pub http: HttpVersion,
+}
+
+/// A registered device.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Device {
+    pub device_id: String,
+    pub token: String,
+}
+
+fn bearer(secret: &str) -> anyhow::Result<HeaderValue> {
+    let mut v = HeaderValue::from_str(&format!("Bearer {secret}"))
+        .map_err(|_| anyhow!("a key is not a valid header value"))?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+impl Endpoint {
+    /// Parses `https://host:port`, loads the CA and resolves the host once.
+    ///
+    /// # Errors
+    /// A malformed URL, an unreadable CA, or a host that does not resolve.
+    pub fn new(
+        url: &str,
+        ca: &Path,
+        api_key: &str,
+        client_key: &str,
+        http: HttpVersion,
+    ) -> anyhow::Result<Self> {
+        let rest = url
+            .strip_prefix("https://")
+            .ok_or_else(|| anyhow!("--url must start with https:// (got {url})"))?
+            .trim_end_matches('/');
+        let (host, port) = rest
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h.trim_matches(['[', ']']).to_owned(), p.parse::<u16>().ok()?)))
+            .ok_or_else(|| anyhow!("--url must be https://HOST:PORT (got {url})"))?;
+        let addr = (host.as_str(), port)
+            .to_socket_addrs()
+            .with_context(|| format!("cannot resolve {host}"))?
+            .next()
+            .ok_or_else(|| anyhow!("{host} resolves to no address"))?;
+        let alpn: &[&[u8]] = match http {
+            HttpVersion::Http1 => &[ALPN_HTTP11],
+            HttpVersion::Http2 => &[ALPN_H2, ALPN_HTTP11],
+        };
+        let api_tls = TlsConnector::from(client_config_trusting(ca, alpn)?);
+        let ws_tls = TlsConnector::from(client_config_trusting(ca, &[ALPN_HTTP11])?);
+        let server_name =
+            ServerName::try_from(host.clone()).map_err(|e| anyhow!("bad host {host}: {e}"))?;
+        let authority = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        Ok(Self {
+            host,
+            addr,
+            base: format!("https://{authority}"),
+            authority: HeaderValue::from_str(&authority)?,
+            server_name,
+            api_tls,
+            ws_tls,
+            api_auth: bearer(api_key)?,
+            client_auth: bearer(client_key)?,
+            http,
+        })
+    }
+
+    /// The server's resolved address.
+    #[must_use]
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The host part of the URL.
+    #[must_use]
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// `Authorization` value carrying the API key.
+    #[must_use]
+    pub fn api_auth(&self) -> &HeaderValue {
+        &self.api_auth
+    }
+
+    async fn tcp(&self, local: Option<IpAddr>) -> std::io::Result<TcpStream> {
+        let stream = match local {
+            None => TcpStream::connect(self.addr).await?,
+            Some(ip) => {
+                let socket = if self.addr.is_ipv4() {
+                    TcpSocket::new_v4()?
+                } else {
+                    TcpSocket::new_v6()?
+                };
+                socket.bind(SocketAddr::new(ip, 0))?;
+                socket.connect(self.addr).await?
+            }
+        };
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+
+    /// Opens one API connection (its own TCP + TLS session).
+    ///
+    /// # Errors
+    /// Connection, TLS or HTTP handshake failures.
+    pub async fn api_conn(&self) -> anyhow::Result<ApiConn> {
+        let tcp = self.tcp(None).await.context("API connect")?;
+        let tls = self
+            .api_tls
+            .connect(self.server_name.clone(), tcp)
+            .await
+            .context("API TLS handshake")?;
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(ALPN_H2);
+        let io = TokioIo::new(tls);
+        let sender = if h2 {
+            let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                .await
+                .context("HTTP/2 handshake")?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            Sender::H2(send)
+        } else {
+            let (send, conn) = hyper::client::conn::http1::handshake(io)
+                .await
+                .context("HTTP/1.1 handshake")?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            Sender::H1(send)
+        };
+        Ok(ApiConn {
+            sender,
+            authority: self.authority.clone(),
+            base: self.base.clone(),
+        })
+    }
+
+    /// Registers one anonymous `web` device of the client key's app.
+    ///
+    /// # Errors
+    /// Transport failures or any answer but 201.
+    pub async fn register(&self, conn: &mut ApiConn) -> anyhow::Result<Device> {
+        let (status, body) = conn
+            .post(
+                "/v1/devices/register",
+                &self.client_auth,
+                Bytes::from_static(br#"{"platform":"web"}"#),
+            )
+            .await?;
+        if status != StatusCode::CREATED {
+            bail!(
+                "device registration answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        serde_json::from_slice(&body).context("registration reply")
+    }
+
+    /// Opens a device WebSocket (token in the header) from `local` (any address with
+    /// `None`), with a read buffer of `read_buffer` bytes, and waits for `welcome`.
+    ///
+    /// # Errors
+    /// Transport failures, a refused upgrade, or no `welcome`.
+    pub async fn device_ws(
+        &self,
+        token: &str,
+        local: Option<IpAddr>,
+        read_buffer: usize,
+    ) -> anyhow::Result<DeviceWs> {
+        let tcp = self.tcp(local).await.context("WebSocket connect")?;
+        let tls = self
+            .ws_tls
+            .connect(self.server_name.clone(), tcp)
+            .await
+            .context("WebSocket TLS handshake")?;
+        let url = format!("wss://{}/v1/connect", self.authority.to_str()?);
+        let mut request = url.into_client_request()?;
+        request.headers_mut().insert(AUTHORIZATION, bearer(token)?);
+        let config = WebSocketConfig::default()
+            .read_buffer_size(read_buffer)
+            .write_buffer_size(0);
+        let (mut ws, _) = tokio_tungstenite::client_async_with_config(request, tls, Some(config))
+            .await
+            .context("WebSocket upgrade")?;
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(text))) => {
+                    let v: serde_json::Value = serde_json::from_str(&text)?;
+                    if v["type"] == "welcome" {
+                        return Ok(ws);
+                    }
+                    bail!("expected welcome, got {text}");
+                }
+                Some(Ok(Message::Close(_))) | None => bail!("closed before welcome"),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+/// Closes a WebSocket politely, giving up after a second.
+pub async fn close_ws(mut ws: DeviceWs) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+}
+
+enum Sender {
+    H1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+}
+
+/// One API client's connection: requests on it go one after another (HTTP/1.1) or may be
+/// multiplexed (HTTP/2; the benchmarks still send one at a time per connection).
+pub struct ApiConn {
+    sender: Sender,
+    authority: HeaderValue,
+    base: String,
+}
+
+impl ApiConn {
+    /// The negotiated protocol.
+    #[must_use]
+    pub fn version(&self) -> HttpVersion {
+        match self.sender {
+            Sender::H1(_) => HttpVersion::Http1,
+            Sender::H2(_) => HttpVersion::Http2,
+        }
+    }
+
+    /// Whether the connection can still carry requests.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        match &self.sender {
+            Sender::H1(s) => s.is_closed(),
+            Sender::H2(s) => s.is_closed(),
+        }
+    }
+
+    /// POSTs a JSON body and returns the status and the whole reply body.
+    ///
+    /// # Errors
+    /// Transport failures (HTTP error statuses come back as the status).
+    pub async fn post(
+        &mut self,
+        path: &str,
+        auth: &HeaderValue,
+        body: Bytes,
+    ) -> anyhow::Result<(StatusCode, Bytes)> {
+        let builder = Request::builder()
+            .method(Method::POST)
+            .header(AUTHORIZATION, auth.clone())
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let resp = match &mut self.sender {
+            Sender::H1(s) => {
+                let req = builder
+                    .uri(path)
+                    .header(HOST, self.authority.clone())
+                    .body(Full::new(body))?;
+                s.ready().await?;
+                s.send_request(req).await?
+            }
+            Sender::H2(s) => {
+                let req = builder
+                    .uri(format!("{}{path}", self.base))
+                    .body(Full::new(body))?;
+                s.ready().await?;
+                s.send_request(req).await?
+            }
+        };
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        Ok((status, bytes))
+    }
+}

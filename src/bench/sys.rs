@@ -1,0 +1,78 @@
+//! What the benchmarks read from `/proc` (Linux): a process's resident memory and CPU time,
+//! and this process's open-file limit.
+
+use std::path::PathBuf;
+
+/// Clock ticks per second in `/proc/*/stat` (`USER_HZ`, 100 on every Linux ABI we run on).
+const USER_HZ: f64 = 100.0;
+
+fn proc_dir(pid: Option<u32>) -> PathBuf {
+    pid.map_or_else(
+        || PathBuf::from("/proc/self"),
+        |p| PathBuf::from(format!("/proc/{p}")),
+    )
+}
+
+/// `VmRSS` of a process in KiB (`None`: no such process, or not Linux).
+#[must_use]
+pub fn vm_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(proc_dir(Some(pid)).join("status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// User + system CPU seconds a process (or this one, with `None`) has used so far.
+#[must_use]
+pub fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
+    let stat = std::fs::read_to_string(proc_dir(pid).join("stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state); utime and stime are fields 14 and 15.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    #[allow(clippy::cast_precision_loss)] // tick counts stay far below 2^52
+    Some((utime + stime) as f64 / USER_HZ)
+}
+
+/// This process's soft limit on open files (`ulimit -n`), if it can be read.
+#[must_use]
+pub fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let soft = line
+        .trim_start_matches("Max open files")
+        .split_whitespace()
+        .next()?;
+    if soft == "unlimited" {
+        return Some(u64::MAX);
+    }
+    soft.parse().ok()
+}
+
+/// Number of files this process has open now.
+#[must_use]
+pub fn open_files() -> Option<u64> {
+    Some(std::fs::read_dir("/proc/self/fd").ok()?.count() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_this_process() {
+        let pid = std::process::id();
+        assert!(vm_rss_kib(pid).is_some_and(|k| k > 0));
+        assert!(cpu_seconds(None).is_some());
+        assert!(cpu_seconds(Some(pid)).is_some());
+        assert!(open_files_limit().is_some_and(|n| n > 0));
+        assert!(open_files().is_some_and(|n| n > 0));
+    }
+}

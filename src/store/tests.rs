@@ -1,0 +1,215 @@
+//! Store tests on a real redb file: group commit, durability across reopen, acks, refusals
+//! inside a batch, expiry on read, and the schema-version guard.
+
+use std::sync::{Arc, Mutex};
+
+use super::records::{AppLimits, AppRecord, DeviceRecord};
+use super::*;
+use crate::domain::{now_ms, Notification, Platform, Priority, Target};
+
+/// Records committed events so tests can check what the writer published.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<Committed>>);
+
+impl CommitListener for Recorder {
+    fn committed(&self, event: &Committed) {
+        self.0.lock().expect("recorder lock").push(event.clone());
+    }
+}
+
+fn open(dir: &std::path::Path) -> (Store, Arc<Recorder>) {
+    let rec = Arc::new(Recorder::default());
+    let store = Store::open(&dir.join("w.redb"), WriterConfig::default(), rec.clone()).expect("open");
+    (store, rec)
+}
+
+async fn app_with_devices(store: &Store, devices: &[&str]) {
+    store
+        .create_app(NewApp {
+            record: AppRecord {
+                name: "a".into(),
+                created_at_ms: 0,
+                suspended: false,
+                signing_secret: "s".into(),
+                limits: AppLimits::default(),
+            },
+            credentials: vec![],
+        })
+        .await
+        .expect("app");
+    for d in devices {
+        store
+            .register_device(NewDevice(DeviceRecord {
+                id: (*d).into(),
+                app: "a".into(),
+                platform: Platform::Web,
+                user: None,
+                topics: vec![],
+                token_sha256: String::new(),
+                created_at_ms: 0,
+                last_seen_ms: None,
+            }))
+            .await
+            .expect("device");
+    }
+}
+
+fn push_to(device: &str, n: u32, expires_at_ms: Option<u64>) -> PushOp {
+    PushOp {
+        app: "a".into(),
+        id: format!("msg_{}x{n}", device.replace('_', "")),
+        target: Target::Devices(vec![device.into()]),
+        notification: Some(Notification {
+            title: Some(format!("t{n}")),
+            ..Notification::default()
+        }),
+        data: None,
+        priority: Priority::Normal,
+        created_at_ms: now_ms(),
+        expires_at_ms,
+    }
+}
+
+fn far() -> Option<u64> {
+    Some(now_ms() + 3_600_000)
+}
+
+#[tokio::test]
+async fn concurrent_pushes_share_commits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, rec) = open(dir.path());
+    app_with_devices(&store, &["dev_1"]).await;
+    let before = store.writer_stats().commits.load(std::sync::atomic::Ordering::Relaxed);
+    let tasks: Vec<_> = (0..500)
+        .map(|i| {
+            let s = store.clone();
+            tokio::spawn(async move { s.push(push_to("dev_1", i, far())).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("join").expect("push");
+    }
+    let commits = store.writer_stats().commits.load(std::sync::atomic::Ordering::Relaxed) - before;
+    assert!(commits < 250, "500 concurrent pushes took {commits} commits");
+    let delivered = rec.0.lock().expect("lock").iter().filter(|e| matches!(e, Committed::Deliver { .. })).count();
+    assert_eq!(delivered, 500);
+    store.close();
+}
+
+#[tokio::test]
+async fn pending_messages_survive_reopen_in_order_and_seq_never_repeats() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let last_seq;
+    {
+        let (store, _) = open(dir.path());
+        app_with_devices(&store, &["dev_1"]).await;
+        let mut seq = 0;
+        for i in 0..50 {
+            seq = store.push(push_to("dev_1", i, far())).await.expect("push").seq;
+        }
+        last_seq = seq;
+        store.close();
+    }
+    let (store, _) = open(dir.path());
+    let pending = store.pending_after("a", "dev_1", 0, now_ms(), 1000).expect("read");
+    assert_eq!(pending.len(), 50);
+    assert!(pending.windows(2).all(|w| w[0].seq < w[1].seq));
+    let frame: serde_json::Value = serde_json::from_slice(&pending[7].frame).expect("json");
+    assert_eq!(frame["notification"]["title"], "t7");
+    let next = store.push(push_to("dev_1", 99, far())).await.expect("push");
+    assert!(next.seq > last_seq, "seq {} reused after reopen (last {last_seq})", next.seq);
+    store.close();
+}
+
+#[tokio::test]
+async fn acks_remove_entries_and_free_bodies_once_no_device_holds_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, _) = open(dir.path());
+    app_with_devices(&store, &["dev_1", "dev_2"]).await;
+    let mut op = push_to("dev_1", 1, far());
+    op.target = Target::Devices(vec!["dev_1".into(), "dev_2".into()]);
+    let reply = store.push(op).await.expect("push");
+    assert_eq!(reply.recipients, 2);
+    assert_eq!(store.ack("a", "dev_1", vec![reply.id.clone()]).await.expect("ack"), 1);
+    assert_eq!(store.ack("a", "dev_1", vec![reply.id.clone()]).await.expect("ack"), 0, "second ack is a no-op");
+    assert!(store.pending_after("a", "dev_1", 0, now_ms(), 10).expect("read").is_empty());
+    assert_eq!(store.pending_after("a", "dev_2", 0, now_ms(), 10).expect("read").len(), 1, "the other device still holds it");
+    store.ack("a", "dev_2", vec![reply.id.clone()]).await.expect("ack");
+    let m = store.message("a", &reply.id).expect("read").expect("record");
+    assert_eq!((m.acked, m.delivered, m.pending), (2, 2, 0));
+    let txn = redb::ReadableDatabase::begin_read(store.db()).expect("read");
+    let bodies = txn.open_table(tables::BODIES).expect("table");
+    assert!(redb::ReadableTable::get(&bodies, ("a", m.seq)).expect("get").is_none(), "body freed");
+    store.close();
+}
+
+#[tokio::test]
+async fn a_refused_request_in_a_batch_does_not_affect_the_others() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, _) = open(dir.path());
+    app_with_devices(&store, &["dev_1"]).await;
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let s = store.clone();
+            let device = if i % 2 == 0 { "dev_1" } else { "dev_missing" };
+            tokio::spawn(async move { s.push(push_to(device, i, far())).await })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.expect("join") {
+            Ok(_) => ok += 1,
+            Err(StoreError::NotFound) => {}
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!(ok, 50);
+    assert_eq!(store.pending_after("a", "dev_1", 0, now_ms(), 1000).expect("read").len(), 50);
+    store.close();
+}
+
+#[tokio::test]
+async fn expired_entries_are_not_returned_and_ttl_zero_stores_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, rec) = open(dir.path());
+    app_with_devices(&store, &["dev_1"]).await;
+    store.push(push_to("dev_1", 1, Some(now_ms() + 1))).await.expect("push");
+    let live_only = store.push(push_to("dev_1", 2, None)).await.expect("push");
+    assert_eq!(live_only.recipients, 1);
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    assert!(store.pending_after("a", "dev_1", 0, now_ms(), 10).expect("read").is_empty());
+    let published = rec.0.lock().expect("lock").iter().filter(|e| matches!(e, Committed::Deliver { .. })).count();
+    assert_eq!(published, 2, "TTL 0 is still offered to live sessions");
+    store.close();
+}
+
+#[tokio::test]
+async fn a_data_file_from_a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (store, _) = open(dir.path());
+        store.close();
+    }
+    {
+        let db = redb::Database::create(dir.path().join("w.redb")).expect("db");
+        let txn = db.begin_write().expect("txn");
+        txn.open_table(tables::META)
+            .expect("meta")
+            .insert(tables::META_SCHEMA_VERSION, tables::SCHEMA_VERSION + 1)
+            .expect("insert");
+        txn.commit().expect("commit");
+    }
+    let rec = Arc::new(Recorder::default());
+    let err = Store::open(&dir.path().join("w.redb"), WriterConfig::default(), rec).err().expect("refused");
+    assert!(matches!(err, StoreError::SchemaTooNew { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn a_second_open_of_the_same_file_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, _) = open(dir.path());
+    let rec = Arc::new(Recorder::default());
+    let err = Store::open(&dir.path().join("w.redb"), WriterConfig::default(), rec).err().expect("refused");
+    assert!(matches!(err, StoreError::AlreadyOpen(_)), "{err}");
+    store.close();
+}

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs every check and test of the project on a fresh machine with the Rust toolchain:
+# formatting, clippy (warnings are errors), then the whole test suite (unit tests, the
+# integration suite against the real server and the real binary). Builds once.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (all targets, warnings are errors)"
+cargo clippy --all-targets --locked -- -D warnings
+
+step "build tests once"
+cargo test --all-targets --locked --no-run
+
+step "run the test suite"
+cargo test --all-targets --locked
