@@ -45,5 +45,37 @@ pub fn router(state: AppState) -> Router {
         .merge(connect::routes())
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::map_response(json_errors))
         .with_state(state)
+}
+
+/// Rewrites error responses that did not come from [`ApiError`] (axum's own rejections: 405
+/// with an empty body, undecodable path parameters as plain text, …) into the contract's
+/// `{"error":{"code","message"}}`, keeping their status and `Allow` header.
+async fn json_errors(response: axum::response::Response) -> axum::response::Response {
+    use axum::http::header::{ALLOW, CONTENT_TYPE};
+    use axum::response::IntoResponse;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_lowercase()
+    } else {
+        text
+    };
+    let mut out = ApiError::from_status(status, message).into_response();
+    if let Some(allow) = parts.headers.get(ALLOW) {
+        out.headers_mut().insert(ALLOW, allow.clone());
+    }
+    out
 }

@@ -1,5 +1,5 @@
 //! The benchmark's transport: one TLS connection per API client (HTTP/1.1 or HTTP/2 chosen
-//! by ALPN), device registration, and device WebSockets that may be bound to a chosen local
+//! by ALPN), device registration, and device WebSocket connections that may be bound to a chosen local
 //! (source) address — the piece [`crate::client::Client`] does not offer.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use http_body_util::{BodyExt, Full};
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, StatusCode};
@@ -91,7 +91,12 @@ impl Endpoint {
             .trim_end_matches('/');
         let (host, port) = rest
             .rsplit_once(':')
-            .and_then(|(h, p)| Some((h.trim_matches(['[', ']']).to_owned(), p.parse::<u16>().ok()?)))
+            .and_then(|(h, p)| {
+                Some((
+                    h.trim_matches(['[', ']']).to_owned(),
+                    p.parse::<u16>().ok()?,
+                ))
+            })
             .ok_or_else(|| anyhow!("--url must be https://HOST:PORT (got {url})"))?;
         let addr = (host.as_str(), port)
             .to_socket_addrs()

@@ -1,5 +1,6 @@
 //! The command line: one file per subcommand; `run` maps the parsed command to an exit code.
 
+mod bench;
 mod ca;
 mod config_cmd;
 mod serve;
@@ -32,6 +33,8 @@ pub enum Command {
     /// Check a configuration file.
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),
+    /// Load-test a running server: push throughput and latency, idle connection memory.
+    Bench(bench::BenchArgs),
 }
 
 /// Runs the parsed command.
@@ -41,6 +44,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Ca(cmd) => ca::run(cmd),
         Command::Config(cmd) => config_cmd::run(cmd),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(code) => code,

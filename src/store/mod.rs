@@ -94,8 +94,13 @@ impl Store {
         let db = Arc::new(db);
         let next_seq = tables::initialize(&db)?;
         let stats = Arc::new(WriterStats::default());
-        let (ops, handle) =
-            writer::spawn(Arc::clone(&db), config, next_seq, listener, Arc::clone(&stats))?;
+        let (ops, handle) = writer::spawn(
+            Arc::clone(&db),
+            config,
+            next_seq,
+            listener,
+            Arc::clone(&stats),
+        )?;
         Ok(Self {
             inner: Arc::new(Inner {
                 db,

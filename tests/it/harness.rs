@@ -231,16 +231,26 @@ impl BinaryServer {
         assert!(sent.success(), "kill -TERM {pid} failed");
     }
 
-    /// Waits up to `within` for the process to exit; panics if it does not.
-    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
-        wait_for_exit(&mut self.child, within)
-            .unwrap_or_else(|| panic!("warbler did not exit within {within:?}"))
+    /// Waits up to `within` for the process to exit; panics if it does not. Async so that
+    /// the test's own client connections keep answering the server while it drains.
+    pub async fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "warbler did not exit within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Sends SIGTERM and waits up to `within` for the exit status.
-    pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+    pub async fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
         self.sigterm();
-        self.wait_exit(within)
+        self.wait_exit(within).await
     }
 
     pub fn client(&self) -> Client {

@@ -3,5 +3,8 @@
 
 mod harness;
 
+mod bad_input;
 mod delivery;
+mod durability;
 mod management;
+mod slow_consumer;
