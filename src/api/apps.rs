@@ -39,6 +39,7 @@ pub fn provision_app(name: &str) -> (NewApp, String, String) {
         suspended: false,
         signing_secret: signing_secret.clone(),
         limits: AppLimits::default(),
+        allow_client_subscribe: false,
     };
     (
         NewApp {
@@ -57,6 +58,7 @@ struct AppView {
     created_at: String,
     suspended: bool,
     limits: AppLimits,
+    allow_client_subscribe: bool,
 }
 
 fn view(r: &AppRecord) -> AppView {
@@ -66,6 +68,7 @@ fn view(r: &AppRecord) -> AppView {
         created_at: format_rfc3339_ms(r.created_at_ms),
         suspended: r.suspended,
         limits: r.limits.clone(),
+        allow_client_subscribe: r.allow_client_subscribe,
     }
 }
 
@@ -133,6 +136,7 @@ async fn get_app(
 struct PatchApp {
     suspended: Option<bool>,
     limits: Option<AppLimits>,
+    allow_client_subscribe: Option<bool>,
 }
 
 async fn patch_app(
@@ -149,6 +153,11 @@ async fn patch_app(
                 "limits.max_message_bytes must be between 64 and 1048576",
             ));
         }
+        if l.mailbox_cap.is_some_and(|c| !(1..=1_000_000).contains(&c)) {
+            return Err(ApiError::invalid(
+                "limits.mailbox_cap must be between 1 and 1000000",
+            ));
+        }
         if l.max_ttl == Some(0) {
             return Err(ApiError::invalid("limits.max_ttl must be at least 1"));
         }
@@ -160,6 +169,9 @@ async fn patch_app(
             Box::new(move |r| {
                 if let Some(s) = body.suspended {
                     r.suspended = s;
+                }
+                if let Some(a) = body.allow_client_subscribe {
+                    r.allow_client_subscribe = a;
                 }
                 if let Some(l) = body.limits {
                     r.limits = l;

@@ -5,9 +5,11 @@ mod apps;
 mod connect;
 mod devices;
 pub mod error;
+mod events;
 mod extract;
 mod health;
 mod messages;
+mod stats;
 
 use std::sync::Arc;
 
@@ -41,8 +43,10 @@ pub fn router(state: AppState) -> Router {
         .merge(health::routes())
         .merge(apps::routes())
         .merge(messages::routes())
+        .merge(stats::routes())
         .merge(devices::routes())
         .merge(connect::routes())
+        .merge(events::routes())
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

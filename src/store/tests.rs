@@ -19,7 +19,8 @@ impl CommitListener for Recorder {
 
 fn open(dir: &std::path::Path) -> (Store, Arc<Recorder>) {
     let rec = Arc::new(Recorder::default());
-    let store = Store::open(&dir.join("w.redb"), WriterConfig::default(), rec.clone()).expect("open");
+    let store =
+        Store::open(&dir.join("w.redb"), WriterConfig::default(), rec.clone()).expect("open");
     (store, rec)
 }
 
@@ -32,6 +33,7 @@ async fn app_with_devices(store: &Store, devices: &[&str]) {
                 suspended: false,
                 signing_secret: "s".into(),
                 limits: AppLimits::default(),
+                allow_client_subscribe: false,
             },
             credentials: vec![],
         })
@@ -54,7 +56,7 @@ async fn app_with_devices(store: &Store, devices: &[&str]) {
     }
 }
 
-fn push_to(device: &str, n: u32, expires_at_ms: Option<u64>) -> PushOp {
+fn push_to(device: &str, n: u32, ttl_secs: u64) -> PushOp {
     PushOp {
         app: "a".into(),
         id: format!("msg_{}x{n}", device.replace('_', "")),
@@ -66,12 +68,16 @@ fn push_to(device: &str, n: u32, expires_at_ms: Option<u64>) -> PushOp {
         data: None,
         priority: Priority::Normal,
         created_at_ms: now_ms(),
-        expires_at_ms,
+        ttl_secs,
+        collapse_key: None,
+        send_at_ms: None,
+        idempotency: None,
+        mailbox_cap: 1000,
     }
 }
 
-fn far() -> Option<u64> {
-    Some(now_ms() + 3_600_000)
+fn far() -> u64 {
+    3600
 }
 
 #[tokio::test]
@@ -79,7 +85,10 @@ async fn concurrent_pushes_share_commits() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (store, rec) = open(dir.path());
     app_with_devices(&store, &["dev_1"]).await;
-    let before = store.writer_stats().commits.load(std::sync::atomic::Ordering::Relaxed);
+    let before = store
+        .writer_stats()
+        .commits
+        .load(std::sync::atomic::Ordering::Relaxed);
     let tasks: Vec<_> = (0..500)
         .map(|i| {
             let s = store.clone();
@@ -89,9 +98,22 @@ async fn concurrent_pushes_share_commits() {
     for t in tasks {
         t.await.expect("join").expect("push");
     }
-    let commits = store.writer_stats().commits.load(std::sync::atomic::Ordering::Relaxed) - before;
-    assert!(commits < 250, "500 concurrent pushes took {commits} commits");
-    let delivered = rec.0.lock().expect("lock").iter().filter(|e| matches!(e, Committed::Deliver { .. })).count();
+    let commits = store
+        .writer_stats()
+        .commits
+        .load(std::sync::atomic::Ordering::Relaxed)
+        - before;
+    assert!(
+        commits < 250,
+        "500 concurrent pushes took {commits} commits"
+    );
+    let delivered = rec
+        .0
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|e| matches!(e, Committed::Deliver { .. }))
+        .count();
     assert_eq!(delivered, 500);
     store.close();
 }
@@ -105,19 +127,30 @@ async fn pending_messages_survive_reopen_in_order_and_seq_never_repeats() {
         app_with_devices(&store, &["dev_1"]).await;
         let mut seq = 0;
         for i in 0..50 {
-            seq = store.push(push_to("dev_1", i, far())).await.expect("push").seq;
+            seq = store
+                .push(push_to("dev_1", i, far()))
+                .await
+                .expect("push")
+                .seq
+                .expect("sent now");
         }
         last_seq = seq;
         store.close();
     }
     let (store, _) = open(dir.path());
-    let pending = store.pending_after("a", "dev_1", 0, now_ms(), 1000).expect("read");
+    let pending = store
+        .pending_after("a", "dev_1", 0, now_ms(), 1000)
+        .expect("read");
     assert_eq!(pending.len(), 50);
     assert!(pending.windows(2).all(|w| w[0].seq < w[1].seq));
     let frame: serde_json::Value = serde_json::from_slice(&pending[7].frame).expect("json");
     assert_eq!(frame["notification"]["title"], "t7");
     let next = store.push(push_to("dev_1", 99, far())).await.expect("push");
-    assert!(next.seq > last_seq, "seq {} reused after reopen (last {last_seq})", next.seq);
+    let next = next.seq.expect("sent now");
+    assert!(
+        next > last_seq,
+        "seq {next} reused after reopen (last {last_seq})"
+    );
     store.close();
 }
 
@@ -129,17 +162,51 @@ async fn acks_remove_entries_and_free_bodies_once_no_device_holds_them() {
     let mut op = push_to("dev_1", 1, far());
     op.target = Target::Devices(vec!["dev_1".into(), "dev_2".into()]);
     let reply = store.push(op).await.expect("push");
-    assert_eq!(reply.recipients, 2);
-    assert_eq!(store.ack("a", "dev_1", vec![reply.id.clone()]).await.expect("ack"), 1);
-    assert_eq!(store.ack("a", "dev_1", vec![reply.id.clone()]).await.expect("ack"), 0, "second ack is a no-op");
-    assert!(store.pending_after("a", "dev_1", 0, now_ms(), 10).expect("read").is_empty());
-    assert_eq!(store.pending_after("a", "dev_2", 0, now_ms(), 10).expect("read").len(), 1, "the other device still holds it");
-    store.ack("a", "dev_2", vec![reply.id.clone()]).await.expect("ack");
-    let m = store.message("a", &reply.id).expect("read").expect("record");
+    assert_eq!(reply.recipients, Some(2));
+    assert_eq!(
+        store
+            .ack("a", "dev_1", vec![reply.id.clone()])
+            .await
+            .expect("ack"),
+        1
+    );
+    assert_eq!(
+        store
+            .ack("a", "dev_1", vec![reply.id.clone()])
+            .await
+            .expect("ack"),
+        0,
+        "second ack is a no-op"
+    );
+    assert!(store
+        .pending_after("a", "dev_1", 0, now_ms(), 10)
+        .expect("read")
+        .is_empty());
+    assert_eq!(
+        store
+            .pending_after("a", "dev_2", 0, now_ms(), 10)
+            .expect("read")
+            .len(),
+        1,
+        "the other device still holds it"
+    );
+    store
+        .ack("a", "dev_2", vec![reply.id.clone()])
+        .await
+        .expect("ack");
+    let m = store
+        .message("a", &reply.id)
+        .expect("read")
+        .expect("record");
     assert_eq!((m.acked, m.delivered, m.pending), (2, 2, 0));
     let txn = redb::ReadableDatabase::begin_read(store.db()).expect("read");
     let bodies = txn.open_table(tables::BODIES).expect("table");
-    assert!(redb::ReadableTable::get(&bodies, ("a", m.seq)).expect("get").is_none(), "body freed");
+    assert!(
+        redb::ReadableTable::get(&bodies, ("a", m.seq))
+            .expect("get")
+            .is_none(),
+        "body freed"
+    );
     store.close();
 }
 
@@ -164,7 +231,13 @@ async fn a_refused_request_in_a_batch_does_not_affect_the_others() {
         }
     }
     assert_eq!(ok, 50);
-    assert_eq!(store.pending_after("a", "dev_1", 0, now_ms(), 1000).expect("read").len(), 50);
+    assert_eq!(
+        store
+            .pending_after("a", "dev_1", 0, now_ms(), 1000)
+            .expect("read")
+            .len(),
+        50
+    );
     store.close();
 }
 
@@ -173,12 +246,32 @@ async fn expired_entries_are_not_returned_and_ttl_zero_stores_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (store, rec) = open(dir.path());
     app_with_devices(&store, &["dev_1"]).await;
-    store.push(push_to("dev_1", 1, Some(now_ms() + 1))).await.expect("push");
-    let live_only = store.push(push_to("dev_1", 2, None)).await.expect("push");
-    assert_eq!(live_only.recipients, 1);
-    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    assert!(store.pending_after("a", "dev_1", 0, now_ms(), 10).expect("read").is_empty());
-    let published = rec.0.lock().expect("lock").iter().filter(|e| matches!(e, Committed::Deliver { .. })).count();
+    let mut short = push_to("dev_1", 1, 1);
+    short.created_at_ms = 0;
+    store.push(short).await.expect("push");
+    let live_only = store.push(push_to("dev_1", 2, 0)).await.expect("push");
+    assert_eq!(live_only.recipients, Some(1));
+    assert_eq!(
+        store
+            .pending_after("a", "dev_1", 0, now_ms(), 10)
+            .expect("read")
+            .len(),
+        1
+    );
+    assert!(
+        store
+            .pending_after("a", "dev_1", 0, now_ms() + 1500, 10)
+            .expect("read")
+            .is_empty(),
+        "expired entries are skipped"
+    );
+    let published = rec
+        .0
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|e| matches!(e, Committed::Deliver { .. }))
+        .count();
     assert_eq!(published, 2, "TTL 0 is still offered to live sessions");
     store.close();
 }
@@ -200,7 +293,9 @@ async fn a_data_file_from_a_newer_schema_is_refused() {
         txn.commit().expect("commit");
     }
     let rec = Arc::new(Recorder::default());
-    let err = Store::open(&dir.path().join("w.redb"), WriterConfig::default(), rec).err().expect("refused");
+    let err = Store::open(&dir.path().join("w.redb"), WriterConfig::default(), rec)
+        .err()
+        .expect("refused");
     assert!(matches!(err, StoreError::SchemaTooNew { .. }), "{err}");
 }
 
@@ -209,7 +304,9 @@ async fn a_second_open_of_the_same_file_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (store, _) = open(dir.path());
     let rec = Arc::new(Recorder::default());
-    let err = Store::open(&dir.path().join("w.redb"), WriterConfig::default(), rec).err().expect("refused");
+    let err = Store::open(&dir.path().join("w.redb"), WriterConfig::default(), rec)
+        .err()
+        .expect("refused");
     assert!(matches!(err, StoreError::AlreadyOpen(_)), "{err}");
     store.close();
 }

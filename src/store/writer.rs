@@ -3,15 +3,21 @@
 //! tells the [`CommitListener`] what became durable. Many requests per fsync is how
 //! durable throughput scales.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use redb::ReadableTable;
 use tokio::sync::{mpsc, oneshot};
 
 use super::ops_apps::{self, FirstStartOp, NewApp, NewCredential};
+use super::ops_delivery::{self, Cancelled};
 use super::ops_devices::{self, DevicePatch, NewDevice};
 use super::ops_messages::{self, PushOp, PushReply};
+use super::ops_sweep::{self, SweepReport};
 use super::records::{AppRecord, DeviceRecord};
+use super::tables::{StatsRow, META_CLOCK, STATS};
 use super::tables::{META, META_NEXT_SEQ};
 use super::{CommitListener, Committed, StoreError};
 
@@ -56,11 +62,25 @@ pub(crate) enum Op {
     Delivered {
         app: String,
         device: String,
-        seqs: Vec<u64>,
+        items: Vec<(u64, Option<String>)>,
     },
     Opened {
         app: String,
         ids: Vec<String>,
+    },
+    Cancel {
+        app: String,
+        id: String,
+        reply: Reply<Cancelled>,
+    },
+    ClearGap {
+        app: String,
+        device: String,
+        told: u64,
+    },
+    Sweep {
+        now_ms: u64,
+        reply: Reply<SweepReport>,
     },
     FirstStart(Box<FirstStartOp>, Reply<()>),
     CreateApp(Box<NewApp>, Reply<()>),
@@ -110,8 +130,25 @@ pub struct WriterStats {
 /// State the writer carries between transactions.
 pub(crate) struct WriterState {
     pub next_seq: u64,
+    /// The writer's clock (ms): never behind any time it saw, so expiry never runs backwards.
+    pub clock: u64,
     /// Events of the current transaction, published after it commits.
     pub events: Vec<Committed>,
+    /// Statistics of the current transaction, by (app, minute), written before it commits.
+    pub stats: HashMap<(String, u64), StatsRow>,
+    pub next_stats_gc_ms: u64,
+}
+
+impl WriterState {
+    /// Adds to this minute's statistics of an app.
+    pub fn count(&mut self, app: &str, f: impl FnOnce(&mut StatsRow)) {
+        let minute = self.clock / 60_000;
+        f(self.stats.entry((app.to_owned(), minute)).or_default());
+    }
+
+    fn tick(&mut self) {
+        self.clock = self.clock.max(crate::domain::now_ms());
+    }
 }
 
 type Finish = Box<dyn FnOnce(bool) + Send>;
@@ -131,14 +168,15 @@ fn finish<T: Send + 'static>(reply: Reply<T>, result: Result<T, StoreError>) -> 
 pub(crate) fn spawn(
     db: Arc<redb::Database>,
     config: WriterConfig,
-    next_seq: u64,
+    start: (u64, u64),
     listener: Arc<dyn CommitListener>,
     stats: Arc<WriterStats>,
+    clock: Arc<AtomicU64>,
 ) -> Result<(mpsc::Sender<Op>, std::thread::JoinHandle<()>), StoreError> {
     let (tx, rx) = mpsc::channel(config.queue.max(1));
     let handle = std::thread::Builder::new()
         .name("warbler-writer".into())
-        .spawn(move || run(&db, config, next_seq, rx, &*listener, &stats))
+        .spawn(move || run(&db, config, start, rx, &*listener, &stats, &clock))
         .map_err(|e| StoreError::Storage(redb::Error::Io(e)))?;
     Ok((tx, handle))
 }
@@ -146,14 +184,18 @@ pub(crate) fn spawn(
 fn run(
     db: &redb::Database,
     config: WriterConfig,
-    next_seq: u64,
+    (next_seq, clock_ms): (u64, u64),
     mut rx: mpsc::Receiver<Op>,
     listener: &dyn CommitListener,
     stats: &WriterStats,
+    clock: &AtomicU64,
 ) {
     let mut state = WriterState {
         next_seq,
+        clock: clock_ms,
         events: Vec::new(),
+        stats: HashMap::new(),
+        next_stats_gc_ms: 0,
     };
     let mut unflushed = false;
     let mut batch: Vec<Op> = Vec::with_capacity(config.max_batch);
@@ -186,6 +228,7 @@ fn run(
             .collect();
         if !ops.is_empty() {
             commit_batch(db, config.durability, &mut state, ops, listener, stats);
+            clock.fetch_max(state.clock, Ordering::Relaxed);
             unflushed = config.durability == Durability::Relaxed;
         }
         if stop {
@@ -242,6 +285,8 @@ fn commit_batch(
     let started = std::time::Instant::now();
     let count = ops.len();
     let seq_before = state.next_seq;
+    let clock_before = state.clock;
+    state.tick();
     let mut finishers: Vec<Finish> = Vec::with_capacity(ops.len());
     let outcome = (|| -> Result<(), StoreError> {
         let mut txn = db.begin_write()?;
@@ -258,6 +303,10 @@ fn commit_batch(
             txn.open_table(META)?
                 .insert(META_NEXT_SEQ, state.next_seq)?;
         }
+        if state.clock != clock_before {
+            txn.open_table(META)?.insert(META_CLOCK, state.clock)?;
+        }
+        flush_stats(&txn, state)?;
         txn.commit()?;
         Ok(())
     })();
@@ -267,6 +316,7 @@ fn commit_batch(
             tracing::error!(error = %e, requests = count, "store commit failed; answering 503");
             state.next_seq = seq_before;
             state.events.clear();
+            state.stats.clear();
             false
         }
     };
@@ -287,6 +337,23 @@ fn commit_batch(
         elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
         "batch committed"
     );
+}
+
+fn flush_stats(txn: &redb::WriteTransaction, state: &mut WriterState) -> Result<(), StoreError> {
+    if state.stats.is_empty() {
+        return Ok(());
+    }
+    let mut table = txn.open_table(STATS)?;
+    for ((app, minute), delta) in state.stats.drain() {
+        let mut row = table
+            .get((app.as_str(), minute))?
+            .map(|v| StatsRow::decode(v.value()))
+            .transpose()?
+            .unwrap_or_default();
+        row.add(&delta);
+        table.insert((app.as_str(), minute), row.encode().as_slice())?;
+    }
+    Ok(())
 }
 
 /// Applies one request to the open transaction. A refusal (not found, conflict, invalid)
@@ -324,11 +391,23 @@ fn apply(
             ids,
             reply,
         } => {
-            let r = ops_messages::ack(txn, &app, &device, &ids);
+            let r = ops_delivery::ack(txn, state, &app, &device, &ids);
             settle(finishers, reply, r)
         }
-        Op::Delivered { app, device, seqs } => ops_messages::delivered(txn, &app, &device, &seqs),
-        Op::Opened { app, ids } => ops_messages::opened(txn, &app, &ids),
+        Op::Delivered { app, device, items } => {
+            ops_delivery::delivered(txn, state, &app, &device, &items)
+        }
+        Op::Opened { app, ids } => ops_delivery::opened(txn, state, &app, &ids),
+        Op::Cancel { app, id, reply } => {
+            let r = ops_delivery::cancel(txn, state, &app, &id);
+            settle(finishers, reply, r)
+        }
+        Op::ClearGap { app, device, told } => ops_devices::clear_gap(txn, &app, &device, told),
+        Op::Sweep { now_ms, reply } => {
+            state.clock = state.clock.max(now_ms);
+            let r = ops_sweep::sweep(txn, state);
+            settle(finishers, reply, r)
+        }
         Op::FirstStart(op, reply) => {
             let r = ops_apps::first_start(txn, *op);
             settle(finishers, reply, r)
@@ -354,7 +433,7 @@ fn apply(
             settle(finishers, reply, r)
         }
         Op::RegisterDevice(device, reply) => {
-            let r = ops_devices::register(txn, *device);
+            let r = ops_devices::register(txn, state, *device);
             settle(finishers, reply, r)
         }
         Op::PatchDevice {
@@ -363,7 +442,7 @@ fn apply(
             patch,
             reply,
         } => {
-            let r = ops_devices::patch(txn, &app, &device, patch);
+            let r = ops_devices::patch(txn, state, &app, &device, patch);
             settle(finishers, reply, r)
         }
         Op::DeleteDevice { app, device, reply } => {
