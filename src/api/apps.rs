@@ -4,7 +4,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{delete, get};
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -14,17 +14,13 @@ use crate::store::records::{AppLimits, AppRecord, CredentialKind, CredentialReco
 use crate::store::NewApp;
 
 use super::extract::{Admin, ApiJson};
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, Method, RouteTable};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/apps", get(list_apps).post(create_app))
-        .route(
-            "/v1/apps/{app}",
-            get(get_app).patch(patch_app).delete(delete_app),
-        )
-        .route("/v1/apps/{app}/keys", get(list_keys).post(create_key))
-        .route("/v1/apps/{app}/keys/{id}", delete(revoke_key))
+pub fn routes(t: &mut RouteTable) {
+    t.add("/v1/apps", &[Method::GET, Method::POST], get(list_apps).post(create_app));
+    t.add("/v1/apps/{app}", &[Method::GET, Method::PATCH, Method::DELETE], get(get_app).patch(patch_app).delete(delete_app));
+    t.add("/v1/apps/{app}/keys", &[Method::GET, Method::POST], get(list_keys).post(create_key));
+    t.add("/v1/apps/{app}/keys/{id}", &[Method::DELETE], delete(revoke_key));
 }
 
 /// A new app with its client key; returns the app, the client key and the signing secret.

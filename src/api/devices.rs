@@ -5,7 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Deserializer};
 use serde_json::json;
 
@@ -17,16 +17,12 @@ use crate::store::records::{DeviceRecord, Scope};
 use crate::store::{DevicePatch, NewDevice, MAX_TOPICS};
 
 use super::extract::{ApiJson, ApiKey, ClientKey};
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, Method, RouteTable};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/devices/register", post(register))
-        .route(
-            "/v1/devices/{id}",
-            get(get_device).patch(patch_device).delete(delete_device),
-        )
-        .route("/v1/users/{user}/devices", get(user_devices))
+pub fn routes(t: &mut RouteTable) {
+    t.add("/v1/devices/register", &[Method::POST], post(register));
+    t.add("/v1/devices/{id}", &[Method::GET, Method::PATCH, Method::DELETE], get(get_device).patch(patch_device).delete(delete_device));
+    t.add("/v1/users/{user}/devices", &[Method::GET], get(user_devices));
 }
 
 fn validate_topics(field: &str, topics: &[String]) -> Result<(), ApiError> {

@@ -9,7 +9,7 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -20,16 +20,15 @@ use crate::gateway::ws::WsContext;
 use crate::gateway::{poll, sse};
 
 use super::extract::{ApiJson, Device};
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, Method, RouteTable};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/events", get(events))
-        .route("/v1/poll", get(long_poll))
-        .route("/v1/ack", post(ack))
-        .route("/v1/opened", post(opened))
-        .route("/v1/subscribe", post(subscribe))
-        .route("/v1/unsubscribe", post(unsubscribe))
+pub fn routes(t: &mut RouteTable) {
+    t.add("/v1/events", &[Method::GET], get(events));
+    t.add("/v1/poll", &[Method::GET], get(long_poll));
+    t.add("/v1/ack", &[Method::POST], post(ack));
+    t.add("/v1/opened", &[Method::POST], post(opened));
+    t.add("/v1/subscribe", &[Method::POST], post(subscribe));
+    t.add("/v1/unsubscribe", &[Method::POST], post(unsubscribe));
 }
 
 fn context(state: &AppState) -> WsContext {

@@ -5,7 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::json;
 
 use crate::auth::sha256_hex;
@@ -14,17 +14,16 @@ use crate::store::records::{Lifecycle, MessageRecord, Scope};
 use crate::store::{Idempotency, PushOp};
 
 use super::extract::{ApiKey, RawJson};
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, Method, RouteTable};
 
 /// Longest collapse or idempotency key.
 pub const MAX_KEY_BYTES: usize = 128;
 /// Furthest ahead a push may be scheduled.
 pub const MAX_SCHEDULE_AHEAD_MS: u64 = 366 * 24 * 3600 * 1000;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/messages", post(send))
-        .route("/v1/messages/{id}", get(status).delete(cancel))
+pub fn routes(t: &mut RouteTable) {
+    t.add("/v1/messages", &[Method::POST], post(send));
+    t.add("/v1/messages/{id}", &[Method::GET, Method::DELETE], get(status).delete(cancel));
 }
 
 /// Size of the payload that counts against `max_message_bytes`: notification + data, JSON.

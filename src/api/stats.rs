@@ -3,7 +3,7 @@
 
 use axum::extract::{Query, State};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -12,13 +12,13 @@ use crate::store::records::Scope;
 use crate::store::tables::StatsRow;
 
 use super::extract::ApiKey;
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, Method, RouteTable};
 
 /// Most buckets one query returns.
 pub const MAX_BUCKETS: u64 = 1440;
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/v1/stats", get(stats))
+pub fn routes(t: &mut RouteTable) {
+    t.add("/v1/stats", &[Method::GET], get(stats));
 }
 
 #[derive(Deserialize)]

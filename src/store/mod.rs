@@ -17,6 +17,8 @@ pub mod tables;
 mod writer;
 
 #[cfg(test)]
+mod model_tests;
+#[cfg(test)]
 mod tests;
 
 use std::path::Path;
@@ -147,7 +149,7 @@ impl Store {
     /// saw, so moving the clock back does not revive expired messages.
     #[must_use]
     pub fn now_ms(&self) -> u64 {
-        crate::domain::now_ms().max(self.inner.clock.load(Ordering::Relaxed))
+        crate::domain::now_ms().max(self.inner.clock.load(Ordering::Acquire))
     }
 
     pub(crate) fn db(&self) -> &redb::Database {

@@ -227,8 +227,7 @@ fn run(
             .filter(|op| !matches!(op, Op::Shutdown))
             .collect();
         if !ops.is_empty() {
-            commit_batch(db, config.durability, &mut state, ops, listener, stats);
-            clock.fetch_max(state.clock, Ordering::Relaxed);
+            commit_batch(db, config.durability, &mut state, ops, listener, stats, clock);
             unflushed = config.durability == Durability::Relaxed;
         }
         if stop {
@@ -238,7 +237,7 @@ fn run(
                 .filter(|op| !matches!(op, Op::Shutdown))
                 .collect();
             if !rest.is_empty() {
-                commit_batch(db, config.durability, &mut state, rest, listener, stats);
+                commit_batch(db, config.durability, &mut state, rest, listener, stats, clock);
             }
             break;
         }
@@ -281,6 +280,7 @@ fn commit_batch(
     ops: Vec<Op>,
     listener: &dyn CommitListener,
     stats: &WriterStats,
+    clock: &AtomicU64,
 ) {
     let started = std::time::Instant::now();
     let count = ops.len();
@@ -321,6 +321,9 @@ fn commit_batch(
         }
     };
     if committed {
+        // Publish the clock before anyone hears of this commit, so a reader that saw the
+        // commit never sees an older clock.
+        clock.fetch_max(state.clock, Ordering::Release);
         use std::sync::atomic::Ordering::Relaxed;
         stats.commits.fetch_add(1, Relaxed);
         stats.requests.fetch_add(count as u64, Relaxed);

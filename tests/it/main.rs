@@ -5,3 +5,5 @@ mod harness;
 
 mod delivery;
 mod management;
+mod topics;
+mod broadcast_storage;
