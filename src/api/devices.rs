@@ -21,8 +21,16 @@ use super::{ApiError, AppState, Method, RouteTable};
 
 pub fn routes(t: &mut RouteTable) {
     t.add("/v1/devices/register", &[Method::POST], post(register));
-    t.add("/v1/devices/{id}", &[Method::GET, Method::PATCH, Method::DELETE], get(get_device).patch(patch_device).delete(delete_device));
-    t.add("/v1/users/{user}/devices", &[Method::GET], get(user_devices));
+    t.add(
+        "/v1/devices/{id}",
+        &[Method::GET, Method::PATCH, Method::DELETE],
+        get(get_device).patch(patch_device).delete(delete_device),
+    );
+    t.add(
+        "/v1/users/{user}/devices",
+        &[Method::GET],
+        get(user_devices),
+    );
 }
 
 fn validate_topics(field: &str, topics: &[String]) -> Result<(), ApiError> {

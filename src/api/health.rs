@@ -9,7 +9,11 @@ use serde_json::json;
 use super::{AppState, Method, RouteTable};
 
 pub fn routes(t: &mut RouteTable) {
-    t.add("/healthz", &[Method::GET], get(|| async { Json(json!({"status": "ok"})) }));
+    t.add(
+        "/healthz",
+        &[Method::GET],
+        get(|| async { Json(json!({"status": "ok"})) }),
+    );
     t.add("/readyz", &[Method::GET], get(ready));
 }
 

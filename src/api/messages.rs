@@ -23,7 +23,11 @@ pub const MAX_SCHEDULE_AHEAD_MS: u64 = 366 * 24 * 3600 * 1000;
 
 pub fn routes(t: &mut RouteTable) {
     t.add("/v1/messages", &[Method::POST], post(send));
-    t.add("/v1/messages/{id}", &[Method::GET, Method::DELETE], get(status).delete(cancel));
+    t.add(
+        "/v1/messages/{id}",
+        &[Method::GET, Method::DELETE],
+        get(status).delete(cancel),
+    );
 }
 
 /// Size of the payload that counts against `max_message_bytes`: notification + data, JSON.
@@ -198,8 +202,16 @@ fn message_state(m: &MessageRecord, now: u64) -> &'static str {
         "no_recipients"
     } else if m.acked >= m.targeted {
         "acked"
+    } else if m.live_only {
+        if m.delivered >= m.targeted {
+            "delivered"
+        } else {
+            "sent_live"
+        }
     } else if m.expires_at_ms <= now {
         "expired"
+    } else if m.topic.is_none() && m.pending == 0 {
+        "done"
     } else if m.delivered >= m.targeted {
         "delivered"
     } else {

@@ -50,7 +50,12 @@ pub struct RouteTable {
 
 impl RouteTable {
     /// Adds a route; `methods` must name exactly the methods `handler` serves (a test checks).
-    pub fn add(&mut self, path: &'static str, methods: &'static [Method], handler: MethodRouter<AppState>) {
+    pub fn add(
+        &mut self,
+        path: &'static str,
+        methods: &'static [Method],
+        handler: MethodRouter<AppState>,
+    ) {
         self.router = std::mem::take(&mut self.router).route(path, handler);
         self.entries.push((path, methods));
     }

@@ -17,7 +17,10 @@ pub fn routes(t: &mut RouteTable) {
 
 async fn document() -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
         DOCUMENT,
     )
 }
@@ -45,12 +48,19 @@ mod tests {
     fn every_route_is_documented_and_every_documented_route_exists() {
         let served: BTreeSet<(String, String)> = super::super::route_list()
             .into_iter()
-            .flat_map(|(path, methods)| methods.iter().map(move |m| (path.to_owned(), m.to_string())))
+            .flat_map(|(path, methods)| {
+                methods
+                    .iter()
+                    .map(move |m| (path.to_owned(), m.to_string()))
+            })
             .collect();
         let documented = documented();
         let missing: Vec<_> = served.difference(&documented).collect();
         let extra: Vec<_> = documented.difference(&served).collect();
-        assert!(missing.is_empty(), "routes missing from assets/openapi.json: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "routes missing from assets/openapi.json: {missing:?}"
+        );
         assert!(extra.is_empty(), "documented but not served: {extra:?}");
     }
 }

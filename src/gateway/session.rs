@@ -102,7 +102,7 @@ impl Session {
         // by the registry and wins over this read.
         match store.device(&identity.app, &identity.device) {
             Ok(Some(d)) => {
-                registry.initial_topics(&identity.app, &identity.device, &handle, d.topics)
+                registry.initial_topics(&identity.app, &identity.device, &handle, d.topics);
             }
             Ok(None) => {}
             Err(e) => tracing::error!(error = %e, "cannot read the device's topics"),

@@ -31,7 +31,7 @@ impl Store {
     /// # Errors
     /// `NotFound` for an unknown single device, storage errors as `Unavailable`.
     pub async fn push(&self, op: PushOp) -> Result<PushReply, StoreError> {
-        self.call(|tx| Op::Push(op, tx)).await
+        self.call(|tx| Op::Push(Box::new(op), tx)).await
     }
 
     /// Removes the acked messages from the device's mailbox; returns how many were pending.

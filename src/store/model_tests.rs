@@ -64,7 +64,10 @@ struct Model {
 
 impl Model {
     fn pending(&self, d: usize, now: u64) -> Vec<String> {
-        let mut out: Vec<&Msg> = self.mailbox[d].iter().filter(|m| m.expires_at > now).collect();
+        let mut out: Vec<&Msg> = self.mailbox[d]
+            .iter()
+            .filter(|m| m.expires_at > now)
+            .collect();
         if FOLLOWS[d] {
             out.extend(
                 self.topic_log
@@ -104,7 +107,11 @@ async fn setup(store: &Store) {
         .await
         .expect("app");
     for (i, d) in DEVICES.iter().enumerate() {
-        let topics = if FOLLOWS[i] { vec!["t".to_owned()] } else { vec![] };
+        let topics = if FOLLOWS[i] {
+            vec!["t".to_owned()]
+        } else {
+            vec![]
+        };
         store
             .register_device(NewDevice(DeviceRecord {
                 id: (*d).into(),
@@ -164,7 +171,11 @@ async fn run(actions: Vec<Action>) -> Result<(), TestCaseError> {
                 let id = format!("msg_{n}");
                 let now = store.now_ms();
                 let r = store
-                    .push(push(id.clone(), Target::Devices(vec![DEVICES[device].into()]), ttl))
+                    .push(push(
+                        id.clone(),
+                        Target::Devices(vec![DEVICES[device].into()]),
+                        ttl,
+                    ))
                     .await
                     .expect("push");
                 let mb = &mut model.mailbox[device];
@@ -172,21 +183,35 @@ async fn run(actions: Vec<Action>) -> Result<(), TestCaseError> {
                     mb.remove(0);
                     model.gap[device] += 1;
                 }
-                mb.push(Msg { id, seq: r.seq.expect("sent"), expires_at: now + ttl * 1000 });
+                mb.push(Msg {
+                    id,
+                    seq: r.seq.expect("sent"),
+                    expires_at: now + ttl * 1000,
+                });
             }
             Action::Topic { short } => {
                 n += 1;
                 let ttl = if short { SHORT_TTL } else { LONG_TTL };
                 let id = format!("msg_{n}");
                 let now = store.now_ms();
-                let r = store.push(push(id.clone(), Target::Topic("t".into()), ttl)).await.expect("push");
-                model.topic_log.push(Msg { id, seq: r.seq.expect("sent"), expires_at: now + ttl * 1000 });
+                let r = store
+                    .push(push(id.clone(), Target::Topic("t".into()), ttl))
+                    .await
+                    .expect("push");
+                model.topic_log.push(Msg {
+                    id,
+                    seq: r.seq.expect("sent"),
+                    expires_at: now + ttl * 1000,
+                });
             }
             Action::Ack { device, nth } => {
                 let now = store.now_ms();
                 let pending = model.pending(device, now);
                 if let Some(id) = pending.get(nth) {
-                    store.ack("m", DEVICES[device], vec![id.clone()]).await.expect("ack");
+                    store
+                        .ack("m", DEVICES[device], vec![id.clone()])
+                        .await
+                        .expect("ack");
                     if let Some(pos) = model.mailbox[device].iter().position(|m| &m.id == id) {
                         model.mailbox[device].remove(pos);
                     } else if let Some(m) = model.topic_log.iter().find(|m| &m.id == id) {
@@ -201,7 +226,15 @@ async fn run(actions: Vec<Action>) -> Result<(), TestCaseError> {
             Action::Jump => {
                 let target = store.now_ms() + JUMP_MS;
                 let (tx, rx) = tokio::sync::oneshot::channel();
-                store.inner.ops.send(writer::Op::Sweep { now_ms: target, reply: tx }).await.expect("send");
+                store
+                    .inner
+                    .ops
+                    .send(writer::Op::Sweep {
+                        now_ms: target,
+                        reply: tx,
+                    })
+                    .await
+                    .expect("send");
                 rx.await.expect("reply").expect("sweep");
                 model.sweep(store.now_ms());
             }
@@ -213,9 +246,25 @@ async fn run(actions: Vec<Action>) -> Result<(), TestCaseError> {
         }
         let now = store.now_ms();
         for (d, name) in DEVICES.iter().enumerate() {
-            let got = ids_of(&store.pending_after("m", name, 0, now, 10_000).expect("read"));
-            prop_assert_eq!(&got, &model.pending(d, now), "step {} device {} in {}", step, name, all);
-            prop_assert_eq!(store.gap("m", name).expect("gap"), model.gap[d], "gap of {}", name);
+            let got = ids_of(
+                &store
+                    .pending_after("m", name, 0, now, 10_000)
+                    .expect("read"),
+            );
+            prop_assert_eq!(
+                &got,
+                &model.pending(d, now),
+                "step {} device {} in {}",
+                step,
+                name,
+                all
+            );
+            prop_assert_eq!(
+                store.gap("m", name).expect("gap"),
+                model.gap[d],
+                "gap of {}",
+                name
+            );
         }
     }
     store.close();
@@ -235,11 +284,25 @@ proptest! {
 #[test]
 fn model_pending_merges_mailbox_and_topic_in_seq_order() {
     let mut m = Model::default();
-    m.mailbox[0].push(Msg { id: "msg_2".into(), seq: 2, expires_at: 10 });
-    m.topic_log.push(Msg { id: "msg_1".into(), seq: 1, expires_at: 10 });
-    m.topic_log.push(Msg { id: "msg_3".into(), seq: 3, expires_at: 10 });
+    m.mailbox[0].push(Msg {
+        id: "msg_2".into(),
+        seq: 2,
+        expires_at: 10,
+    });
+    m.topic_log.push(Msg {
+        id: "msg_1".into(),
+        seq: 1,
+        expires_at: 10,
+    });
+    m.topic_log.push(Msg {
+        id: "msg_3".into(),
+        seq: 3,
+        expires_at: 10,
+    });
     m.cursor[0] = 1;
-    assert_eq!(m.pending(0, 5), vec!["msg_2".to_owned(), "msg_3".to_owned()]);
-    assert_eq!(m.pending(2, 5), vec!["msg_2".to_owned(); 0]);
+    assert_eq!(
+        m.pending(0, 5),
+        vec!["msg_2".to_owned(), "msg_3".to_owned()]
+    );
+    assert_eq!(m.pending(2, 5), Vec::<String>::new());
 }
-

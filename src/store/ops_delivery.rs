@@ -89,8 +89,9 @@ pub(crate) fn release_entry(
             state.count(app, |s| s.expired += 1);
         }
         Outcome::Replaced => m.replaced += 1,
-        Outcome::Cancelled => m.cancelled += 1,
-        Outcome::DeviceRemoved => {}
+        // A deleted device's copy will never be delivered: it counts with cancellations so
+        // the funnel adds up.
+        Outcome::Cancelled | Outcome::DeviceRemoved => m.cancelled += 1,
     }
     if m.pending == 0 {
         txn.open_table(BODIES)?.remove((app, seq))?;
@@ -167,12 +168,18 @@ pub(crate) fn delivered(
                     .get((app, device, seq))?
                     .map(|v| MailboxEntry::decode(v.value()))
                     .transpose()?;
-                let Some(mut entry) = current.filter(|e| !e.delivered) else {
-                    continue;
-                };
-                entry.delivered = true;
-                mailbox.insert((app, device, seq), entry.encode().as_slice())?;
-                entry.message_id
+                match current {
+                    Some(mut entry) if !entry.delivered => {
+                        entry.delivered = true;
+                        mailbox.insert((app, device, seq), entry.encode().as_slice())?;
+                        entry.message_id
+                    }
+                    Some(_) => continue,
+                    None => match live_only_id(state, app, seq) {
+                        Some(id) => id,
+                        None => continue,
+                    },
+                }
             }
             Some(topic) => {
                 let mut subs = txn.open_table(SUBSCRIPTIONS)?;
@@ -188,11 +195,13 @@ pub(crate) fn delivered(
                 drop(subs);
                 let log = txn.open_table(TOPIC_LOG)?;
                 let entry = log.get((app, topic.as_str(), seq))?;
-                let Some(entry) = entry.map(|v| MailboxEntry::decode(v.value())).transpose()?
-                else {
-                    continue;
-                };
-                entry.message_id
+                match entry.map(|v| MailboxEntry::decode(v.value())).transpose()? {
+                    Some(entry) => entry.message_id,
+                    None => match live_only_id(state, app, seq) {
+                        Some(id) => id,
+                        None => continue,
+                    },
+                }
             }
         };
         if let Some(mut m) = load_message(txn, app, &message_id)? {
@@ -202,6 +211,14 @@ pub(crate) fn delivered(
         }
     }
     Ok(())
+}
+
+/// The id of a recent `ttl: 0` message (stored nowhere, so found by its seq).
+fn live_only_id(state: &WriterState, app: &str, seq: u64) -> Option<String> {
+    state
+        .live_only
+        .get(&(app.to_owned(), seq))
+        .map(|(id, _)| id.clone())
 }
 
 /// Counts `opened` reports; unknown ids are ignored and a count never passes `targeted`.

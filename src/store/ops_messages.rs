@@ -11,14 +11,20 @@ use crate::domain::{
 };
 
 use super::ops_delivery::{load_message, release_entry, save_message, Outcome};
+use super::ops_sweep::RECORD_RETENTION_MS;
 use super::records::{IdempotencyRecord, Lifecycle, MessageRecord};
 use super::tables::{
     from_json, to_json, MailboxEntry, ALL_TOPIC, BODIES, COLLAPSE_DEVICE, COLLAPSE_TOPIC, DEVICES,
-    DEVICE_PENDING, EXPIRE_CONTENT, EXPIRY, GAPS, IDEMPOTENCY, IDEMPOTENCY_EXPIRY, MAILBOX,
-    MSG_RECIPIENTS, SCHEDULE, TOPIC_COUNTS, TOPIC_LOG, USER_DEVICES,
+    DEVICE_PENDING, EXPIRE_CONTENT, EXPIRY, FORGET_RECORD, GAPS, IDEMPOTENCY, IDEMPOTENCY_EXPIRY,
+    MAILBOX, MSG_RECIPIENTS, SCHEDULE, TOPIC_COUNTS, TOPIC_LOG, USER_DEVICES,
 };
 use super::writer::WriterState;
 use super::{Committed, StoreError};
+
+/// How long a `ttl: 0` message may wait in a connected session's outbox before it is
+/// written. Its TTL ends when it is sent; without this window a live session would
+/// consider it expired on arrival and never write it.
+pub const LIVE_ONLY_WINDOW_MS: u64 = 10_000;
 
 /// How long an idempotency key is remembered.
 pub const IDEMPOTENCY_WINDOW_MS: u64 = 24 * 3600 * 1000;
@@ -116,6 +122,7 @@ fn remember(
         id: reply.id.clone(),
         recipients: reply.recipients,
         created_at_ms: now,
+        scheduled_at_ms: reply.scheduled_at_ms,
     };
     txn.open_table(IDEMPOTENCY)?.insert(
         (op.app.as_str(), idem.key.as_str()),
@@ -153,7 +160,7 @@ pub(crate) fn push(
             return Ok(PushReply {
                 id: first.id,
                 recipients: first.recipients,
-                scheduled_at_ms: None,
+                scheduled_at_ms: first.scheduled_at_ms,
                 replayed: true,
                 seq: None,
             });
@@ -182,6 +189,7 @@ pub(crate) fn push(
             replaced: 0,
             dropped: 0,
             cancelled: 0,
+            live_only: false,
         };
         save_message(txn, &op.app, &record)?;
         txn.open_table(SCHEDULE)?.insert(
@@ -237,6 +245,17 @@ pub(crate) fn send_now(
     .map_err(|e| StoreError::Invalid(e.to_string()))?;
     let expires_at_ms = now.saturating_add(op.ttl_secs.saturating_mul(1000));
     let live_only = op.ttl_secs == 0;
+    // What live sessions are told: a `ttl: 0` message is still "now" while it waits in the
+    // outbox of a session that was connected when it was sent.
+    let live_expires_at_ms = if live_only {
+        state.live_only.insert(
+            (app.to_owned(), seq),
+            (op.id.clone(), now + LIVE_ONLY_WINDOW_MS),
+        );
+        now + LIVE_ONLY_WINDOW_MS
+    } else {
+        expires_at_ms
+    };
     let mut record = MessageRecord {
         id: op.id.clone(),
         seq,
@@ -256,6 +275,7 @@ pub(crate) fn send_now(
         replaced: 0,
         dropped: 0,
         cancelled: 0,
+        live_only,
     };
     let frame = Bytes::from(frame);
     let entry = MailboxEntry {
@@ -281,7 +301,7 @@ pub(crate) fn send_now(
             app: app.to_owned(),
             topic: topic.to_owned(),
             seq,
-            expires_at_ms,
+            expires_at_ms: live_expires_at_ms,
             frame,
         });
     } else {
@@ -310,12 +330,22 @@ pub(crate) fn send_now(
                 app: app.to_owned(),
                 devices: devices.clone(),
                 seq,
-                expires_at_ms,
+                expires_at_ms: live_expires_at_ms,
                 frame,
             });
         }
     }
-    if !live_only {
+    if live_only {
+        // Nothing to expire; the record (status and counts) is forgotten like any other.
+        txn.open_table(EXPIRY)?.insert(
+            (
+                expires_at_ms.saturating_add(RECORD_RETENTION_MS),
+                app,
+                op.id.as_str(),
+            ),
+            FORGET_RECORD,
+        )?;
+    } else {
         txn.open_table(EXPIRY)?
             .insert((expires_at_ms, app, op.id.as_str()), EXPIRE_CONTENT)?;
     }

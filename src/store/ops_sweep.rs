@@ -37,6 +37,7 @@ pub(crate) fn sweep(
 ) -> Result<SweepReport, StoreError> {
     let now = state.clock;
     let mut report = SweepReport::default();
+    state.live_only.retain(|_, (_, until)| *until > now);
     expire(txn, state, now, &mut report)?;
     release_schedules(txn, state, now, &mut report)?;
     forget_idempotency(txn, now, &mut report)?;

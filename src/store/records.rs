@@ -138,9 +138,12 @@ pub struct MessageRecord {
     /// Copies dropped because a device's mailbox was full (each told by a `gap` frame).
     #[serde(default)]
     pub dropped: u64,
-    /// Copies removed by cancellation.
+    /// Copies removed by cancellation (or because their device was deleted).
     #[serde(default)]
     pub cancelled: u64,
+    /// TTL 0: offered to connected devices only, never stored.
+    #[serde(default)]
+    pub live_only: bool,
 }
 
 /// The first answer to a push with an idempotency key, kept for 24 hours.
@@ -151,4 +154,7 @@ pub struct IdempotencyRecord {
     pub id: String,
     pub recipients: Option<u64>,
     pub created_at_ms: u64,
+    /// The send time of a scheduled push, part of the first answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_at_ms: Option<u64>,
 }

@@ -52,7 +52,7 @@ impl Default for WriterConfig {
 }
 
 pub(crate) enum Op {
-    Push(PushOp, Reply<PushReply>),
+    Push(Box<PushOp>, Reply<PushReply>),
     Ack {
         app: String,
         device: String,
@@ -137,6 +137,10 @@ pub(crate) struct WriterState {
     /// Statistics of the current transaction, by (app, minute), written before it commits.
     pub stats: HashMap<(String, u64), StatsRow>,
     pub next_stats_gc_ms: u64,
+    /// `ttl: 0` messages sent in the last [`LIVE_ONLY_WINDOW_MS`](super::ops_messages::LIVE_ONLY_WINDOW_MS):
+    /// (app, seq) → (message id, until ms). They have no mailbox or topic-log entry, so this
+    /// is how a session's delivery report finds the message to count it.
+    pub live_only: HashMap<(String, u64), (String, u64)>,
 }
 
 impl WriterState {
@@ -196,18 +200,24 @@ fn run(
         events: Vec::new(),
         stats: HashMap::new(),
         next_stats_gc_ms: 0,
+        live_only: HashMap::new(),
     };
+    // Relaxed durability: commits skip fsync, but one is made durable at least every
+    // RELAXED_FLUSH, busy or idle.
     let mut unflushed = false;
+    let mut last_durable = std::time::Instant::now();
     let mut batch: Vec<Op> = Vec::with_capacity(config.max_batch);
     loop {
         let first = if unflushed {
-            if let Some(op) = recv_timeout(&mut rx, Duration::from_millis(50)) {
+            let left = RELAXED_FLUSH.saturating_sub(last_durable.elapsed());
+            if let Some(op) = recv_timeout(&mut rx, left) {
                 Some(op)
             } else {
                 if let Err(e) = flush(db) {
                     tracing::error!(error = %e, "relaxed-durability flush failed");
                 }
                 unflushed = false;
+                last_durable = std::time::Instant::now();
                 continue;
             }
         } else {
@@ -227,8 +237,18 @@ fn run(
             .filter(|op| !matches!(op, Op::Shutdown))
             .collect();
         if !ops.is_empty() {
-            commit_batch(db, config.durability, &mut state, ops, listener, stats, clock);
-            unflushed = config.durability == Durability::Relaxed;
+            let durability = if config.durability == Durability::Relaxed
+                && last_durable.elapsed() < RELAXED_FLUSH
+            {
+                Durability::Relaxed
+            } else {
+                Durability::Immediate
+            };
+            commit_batch(db, durability, &mut state, ops, listener, stats, clock);
+            unflushed = durability == Durability::Relaxed;
+            if !unflushed {
+                last_durable = std::time::Instant::now();
+            }
         }
         if stop {
             // Take what is still queued, then stop.
@@ -237,7 +257,15 @@ fn run(
                 .filter(|op| !matches!(op, Op::Shutdown))
                 .collect();
             if !rest.is_empty() {
-                commit_batch(db, config.durability, &mut state, rest, listener, stats, clock);
+                commit_batch(
+                    db,
+                    config.durability,
+                    &mut state,
+                    rest,
+                    listener,
+                    stats,
+                    clock,
+                );
             }
             break;
         }
@@ -249,6 +277,9 @@ fn run(
     }
     tracing::debug!("store writer stopped");
 }
+
+/// Longest time a relaxed-durability commit stays without fsync.
+const RELAXED_FLUSH: Duration = Duration::from_millis(50);
 
 fn recv_timeout(rx: &mut mpsc::Receiver<Op>, timeout: Duration) -> Option<Op> {
     let deadline = std::time::Instant::now() + timeout;
@@ -385,7 +416,7 @@ fn apply(
     }
     match op {
         Op::Push(push, reply) => {
-            let r = ops_messages::push(txn, state, push);
+            let r = ops_messages::push(txn, state, *push);
             settle(finishers, reply, r)
         }
         Op::Ack {

@@ -400,6 +400,9 @@ impl SseStream {
                 };
                 let mut any = false;
                 for line in record.lines() {
+                    if line.is_empty() {
+                        continue;
+                    }
                     if line.starts_with(':') {
                         self.comments += 1;
                         continue;
@@ -426,7 +429,8 @@ impl SseStream {
             }
             let frame = self.body.frame().await?.ok()?;
             if let Ok(data) = frame.into_data() {
-                self.buf.push_str(std::str::from_utf8(&data).expect("UTF-8 stream"));
+                self.buf
+                    .push_str(std::str::from_utf8(&data).expect("UTF-8 stream"));
             }
         }
     }
@@ -523,9 +527,7 @@ impl TestServer {
             }
             None => bytes::Bytes::new(),
         };
-        let req = req
-            .body(http_body_util::Full::new(bytes))
-            .expect("request");
+        let req = req.body(http_body_util::Full::new(bytes)).expect("request");
         let resp = sender.send_request(req).await.expect("response");
         (resp, sender, task)
     }
@@ -542,19 +544,13 @@ impl TestServer {
         let (resp, _sender, task) = self.send_http1(method, path, headers, body).await;
         let status = resp.status();
         let headers = resp.headers().clone();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
+        let bytes = resp.into_body().collect().await.expect("body").to_bytes();
         task.abort();
         let body = if bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-                panic!("body is not JSON: {}", String::from_utf8_lossy(&bytes))
-            })
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| panic!("body is not JSON: {}", String::from_utf8_lossy(&bytes)))
         };
         RawReply {
             status,
@@ -683,8 +679,14 @@ impl TestServer {
             )
             .await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-        let client_key = r.body["client_key"].as_str().expect("client_key").to_owned();
-        let secret = r.body["signing_secret"].as_str().expect("secret").to_owned();
+        let client_key = r.body["client_key"]
+            .as_str()
+            .expect("client_key")
+            .to_owned();
+        let secret = r.body["signing_secret"]
+            .as_str()
+            .expect("secret")
+            .to_owned();
         let k = self
             .call(
                 Method::POST,
@@ -694,7 +696,11 @@ impl TestServer {
             )
             .await;
         assert_eq!(k.status, StatusCode::CREATED, "{}", k.body);
-        (client_key, k.body["key"].as_str().expect("key").to_owned(), secret)
+        (
+            client_key,
+            k.body["key"].as_str().expect("key").to_owned(),
+            secret,
+        )
     }
 
     /// `GET /v1/poll` with the token in the header (`?wait=` etc. in `query`).
@@ -705,8 +711,13 @@ impl TestServer {
 
     /// `POST /v1/ack` with the device token.
     pub async fn http_ack(&self, token: &str, ids: &[String]) -> Reply {
-        self.call(Method::POST, "/v1/ack", Some(token), Some(json!({"ids": ids})))
-            .await
+        self.call(
+            Method::POST,
+            "/v1/ack",
+            Some(token),
+            Some(json!({"ids": ids})),
+        )
+        .await
     }
 }
 

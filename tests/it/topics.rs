@@ -53,7 +53,10 @@ async fn topic_push_reaches_online_and_offline_subscribers_and_not_others() {
     assert_silent(&mut off, QUIET).await;
 
     let status = s.status(&topic_id).await;
-    assert_eq!(status["counts"]["targeted"], 2, "subscribers at send: {status}");
+    assert_eq!(
+        status["counts"]["targeted"], 2,
+        "subscribers at send: {status}"
+    );
     s.status_until(&topic_id, "delivered to both", |v| {
         v["counts"]["delivered"] == 2
     })
@@ -88,7 +91,11 @@ async fn all_reaches_every_device_of_the_app_and_no_other_apps() {
     );
     let mut b = s.connect(&b_token).await;
     let got = recv_messages(&mut b, 1, WAIT).await;
-    assert_eq!(got[0]["id"], id.as_str(), "offline device gets it on connect");
+    assert_eq!(
+        got[0]["id"],
+        id.as_str(),
+        "offline device gets it on connect"
+    );
     assert_silent(&mut other, QUIET).await;
     assert_eq!(s.status(&id).await["counts"]["targeted"], 2);
     s.stop().await;
@@ -156,7 +163,12 @@ async fn topics_from_a_user_token_and_from_the_server_api_both_subscribe() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let got = s
         .client
-        .call(Method::GET, &format!("/v1/devices/{by_token}"), Some(&api_key), None)
+        .call(
+            Method::GET,
+            &format!("/v1/devices/{by_token}"),
+            Some(&api_key),
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(got.body["topics"], json!(["goals"]), "{}", got.body);
@@ -184,7 +196,10 @@ async fn topics_from_a_user_token_and_from_the_server_api_both_subscribe() {
     };
     let goal = push("goals").await;
     let transfer = push("transfers").await;
-    assert_eq!(ids(&recv_messages(&mut t, 1, WAIT).await), vec![goal.clone()]);
+    assert_eq!(
+        ids(&recv_messages(&mut t, 1, WAIT).await),
+        vec![goal.clone()]
+    );
     assert_silent(&mut t, QUIET).await;
     assert_eq!(
         ids(&recv_messages(&mut p, 2, WAIT).await),
@@ -245,7 +260,11 @@ async fn client_subscribe_frames_are_forbidden_until_the_app_allows_them() {
         .push_ok(json!({"to": {"topic": "deals"}, "data": {"n": 2}}))
         .await;
     let got = recv_messages(&mut conn, 1, WAIT).await;
-    assert_eq!(got[0]["id"], deal.as_str(), "only the push after subscribing");
+    assert_eq!(
+        got[0]["id"],
+        deal.as_str(),
+        "only the push after subscribing"
+    );
     assert_eq!(got[0]["data"]["n"], 2);
 
     // An invalid topic is refused with an error frame; the session stays up.
@@ -254,7 +273,11 @@ async fn client_subscribe_frames_are_forbidden_until_the_app_allows_them() {
     assert_eq!(frame["type"], "error", "{frame}");
     assert_eq!(frame["code"], "invalid_request", "{frame}");
 
-    send_frame(&mut conn, json!({"type": "unsubscribe", "topics": ["deals"]})).await;
+    send_frame(
+        &mut conn,
+        json!({"type": "unsubscribe", "topics": ["deals"]}),
+    )
+    .await;
     eventually(WAIT, "the unsubscribe frame is applied", || async {
         let d = s
             .call(
