@@ -2,6 +2,7 @@
 # Loopback only: servers listen on 127.0.0.1 with a port the kernel picks.
 
 BIN=${BIN:-target/release/warbler}
+# DURABILITY=relaxed starts servers that answer before fsync (default: immediate).
 # Optional CPU pinning, e.g. SERVER_CPUS=0 BENCH_CPUS=1 (empty: no pinning).
 SERVER_CPUS=${SERVER_CPUS:-}
 BENCH_CPUS=${BENCH_CPUS:-}
@@ -28,11 +29,11 @@ build_release() {
 start_server() {
     SERVER_DIR=$(mktemp -d "${TMPDIR:-/tmp}/warbler-bench.XXXXXX")
     mkdir "$SERVER_DIR/data"
-    cat >"$SERVER_DIR/config.toml" <<'EOF'
+    cat >"$SERVER_DIR/config.toml" <<EOF
 [server]
 listen = "127.0.0.1:0"
 [storage]
-durability = "immediate"
+durability = "${DURABILITY:-immediate}"
 [limits]
 # The benchmark measures the server, not its per-app rate limit.
 pushes_per_second = 1000000000
@@ -46,7 +47,7 @@ EOF
     SERVER_PID=$!
     local i
     for i in $(seq 1 300); do # up to 30 s
-        SERVER_URL=$(sed -n 's/^listening on \(https:\/\/[0-9.:]*\).*/\1/p' "$SERVER_DIR/stdout.log")
+        SERVER_URL=$(sed -n 's/^listening on \(https:\/\/[0-9.:]*\).*/\1/p' "$SERVER_DIR/stdout.log" 2>/dev/null)
         [[ -n $SERVER_URL ]] && break
         if ! kill -0 "$SERVER_PID" 2>/dev/null; then
             echo "bench: server exited at start:" >&2

@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client has to send a request's headers.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest HTTP/1 header block and HTTP/2 header list, in bytes.
+/// Largest HTTP/1 read buffer (so the largest header block) and HTTP/2 header list, in bytes.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 
 /// Serves until `shutdown` is cancelled, then stops accepting and lets open requests finish
@@ -89,11 +89,14 @@ async fn connection(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
-        .max_buf_size(MAX_HEADER_BYTES.max(8192) * 4);
+        .max_headers(64)
+        .max_buf_size(MAX_HEADER_BYTES);
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(MAX_HEADER_BYTES).unwrap_or(u32::MAX))
+        // WebSocket over HTTP/2 (RFC 8441 extended CONNECT), besides HTTP/1.1 upgrades.
+        .enable_connect_protocol()
         .max_concurrent_streams(256);
     let service = TowerToHyperService::new(router);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);

@@ -3,8 +3,8 @@
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{delete, get};
-use axum::{Json, Router};
+use axum::routing::{delete, get, post};
+use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -14,17 +14,39 @@ use crate::store::records::{AppLimits, AppRecord, CredentialKind, CredentialReco
 use crate::store::NewApp;
 
 use super::extract::{Admin, ApiJson};
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, Method, RouteTable};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/apps", get(list_apps).post(create_app))
-        .route(
-            "/v1/apps/{app}",
-            get(get_app).patch(patch_app).delete(delete_app),
-        )
-        .route("/v1/apps/{app}/keys", get(list_keys).post(create_key))
-        .route("/v1/apps/{app}/keys/{id}", delete(revoke_key))
+pub fn routes(t: &mut RouteTable) {
+    t.add(
+        "/v1/apps",
+        &[Method::GET, Method::POST],
+        get(list_apps).post(create_app),
+    );
+    t.add(
+        "/v1/apps/{app}",
+        &[Method::GET, Method::PATCH, Method::DELETE],
+        get(get_app).patch(patch_app).delete(delete_app),
+    );
+    t.add(
+        "/v1/apps/{app}/keys",
+        &[Method::GET, Method::POST],
+        get(list_keys).post(create_key),
+    );
+    t.add(
+        "/v1/apps/{app}/keys/{id}",
+        &[Method::DELETE],
+        delete(revoke_key),
+    );
+    t.add(
+        "/v1/apps/{app}/client-key",
+        &[Method::POST],
+        post(rotate_client_key),
+    );
+    t.add(
+        "/v1/apps/{app}/signing-secret",
+        &[Method::POST],
+        post(rotate_signing_secret),
+    );
 }
 
 /// A new app with its client key; returns the app, the client key and the signing secret.
@@ -39,6 +61,7 @@ pub fn provision_app(name: &str) -> (NewApp, String, String) {
         suspended: false,
         signing_secret: signing_secret.clone(),
         limits: AppLimits::default(),
+        allow_client_subscribe: false,
     };
     (
         NewApp {
@@ -57,6 +80,7 @@ struct AppView {
     created_at: String,
     suspended: bool,
     limits: AppLimits,
+    allow_client_subscribe: bool,
 }
 
 fn view(r: &AppRecord) -> AppView {
@@ -66,6 +90,7 @@ fn view(r: &AppRecord) -> AppView {
         created_at: format_rfc3339_ms(r.created_at_ms),
         suspended: r.suspended,
         limits: r.limits.clone(),
+        allow_client_subscribe: r.allow_client_subscribe,
     }
 }
 
@@ -132,7 +157,67 @@ async fn get_app(
 #[serde(deny_unknown_fields)]
 struct PatchApp {
     suspended: Option<bool>,
-    limits: Option<AppLimits>,
+    limits: Option<LimitsPatch>,
+    allow_client_subscribe: Option<bool>,
+}
+
+/// Limits to change: a field left out stays as it is; `null` goes back to the default.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsPatch {
+    #[serde(default, deserialize_with = "present")]
+    max_message_bytes: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "present")]
+    max_ttl: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present")]
+    default_ttl: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present")]
+    mailbox_cap: Option<Option<u64>>,
+}
+
+/// Distinguishes a missing field (`None`) from an explicit `null` (`Some(None)`).
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    de: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(de).map(Some)
+}
+
+impl LimitsPatch {
+    fn validate(&self) -> Result<(), ApiError> {
+        if let Some(Some(b)) = self.max_message_bytes {
+            if !(64..=1_048_576).contains(&b) {
+                return Err(ApiError::invalid(
+                    "limits.max_message_bytes must be between 64 and 1048576",
+                ));
+            }
+        }
+        if let Some(Some(c)) = self.mailbox_cap {
+            if !(1..=1_000_000).contains(&c) {
+                return Err(ApiError::invalid(
+                    "limits.mailbox_cap must be between 1 and 1000000",
+                ));
+            }
+        }
+        if self.max_ttl == Some(Some(0)) {
+            return Err(ApiError::invalid("limits.max_ttl must be at least 1"));
+        }
+        Ok(())
+    }
+
+    fn apply(self, l: &mut AppLimits) {
+        if let Some(v) = self.max_message_bytes {
+            l.max_message_bytes = v;
+        }
+        if let Some(v) = self.max_ttl {
+            l.max_ttl = v;
+        }
+        if let Some(v) = self.default_ttl {
+            l.default_ttl = v;
+        }
+        if let Some(v) = self.mailbox_cap {
+            l.mailbox_cap = v;
+        }
+    }
 }
 
 async fn patch_app(
@@ -142,16 +227,7 @@ async fn patch_app(
     ApiJson(body): ApiJson<PatchApp>,
 ) -> Result<Json<AppView>, ApiError> {
     if let Some(l) = &body.limits {
-        if l.max_message_bytes
-            .is_some_and(|b| !(64..=1_048_576).contains(&b))
-        {
-            return Err(ApiError::invalid(
-                "limits.max_message_bytes must be between 64 and 1048576",
-            ));
-        }
-        if l.max_ttl == Some(0) {
-            return Err(ApiError::invalid("limits.max_ttl must be at least 1"));
-        }
+        l.validate()?;
     }
     let record = state
         .store
@@ -161,8 +237,11 @@ async fn patch_app(
                 if let Some(s) = body.suspended {
                     r.suspended = s;
                 }
+                if let Some(a) = body.allow_client_subscribe {
+                    r.allow_client_subscribe = a;
+                }
                 if let Some(l) = body.limits {
-                    r.limits = l;
+                    l.apply(&mut r.limits);
                 }
             }),
         )
@@ -266,4 +345,56 @@ async fn revoke_key(
         .map_err(|e| ApiError::from_store(e, "key"))?;
     tracing::info!(app = %app, key = %id, by = %admin.token_id, "key revoked");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Issues a new client key for the app and revokes the old one(s).
+async fn rotate_client_key(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(app): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    find_app(&state, &app)?;
+    let old: Vec<String> = state
+        .store
+        .app_credentials(&app)?
+        .into_iter()
+        .filter(|c| c.kind == CredentialKind::ClientKey)
+        .map(|c| c.id)
+        .collect();
+    let (record, key) = mint_credential(TokenKind::ClientKey, Some(&app), "client key", vec![]);
+    let id = record.id.clone();
+    state
+        .store
+        .create_credential(crate::store::NewCredential(record))
+        .await
+        .map_err(|e| ApiError::from_store(e, "app"))?;
+    for old_id in old {
+        match state.store.revoke_credential(&app, &old_id).await {
+            Ok(()) | Err(crate::store::StoreError::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    tracing::info!(app = %app, key = %id, by = %admin.token_id, "client key rotated");
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": id, "client_key": key})),
+    ))
+}
+
+/// Replaces the app's user-token signing secret. Devices already registered keep working;
+/// new registrations need tokens signed with the new secret.
+async fn rotate_signing_secret(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(app): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let secret = random_secret();
+    let new = secret.clone();
+    state
+        .store
+        .update_app(&app, Box::new(move |r| r.signing_secret = new))
+        .await
+        .map_err(|e| ApiError::from_store(e, "app"))?;
+    tracing::info!(app = %app, by = %admin.token_id, "signing secret rotated");
+    Ok(Json(json!({"signing_secret": secret})))
 }

@@ -6,17 +6,16 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::get;
-use axum::Router;
 
 use crate::gateway::protocol::MAX_CLIENT_FRAME;
 use crate::gateway::ws::{self, WsContext};
 use crate::gateway::{authenticate_device, DeviceAuthError};
 
 use super::extract::bearer;
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, Method, RouteTable};
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/v1/connect", get(connect))
+pub fn routes(t: &mut RouteTable) {
+    t.add("/v1/connect", &[Method::GET], get(connect));
 }
 
 async fn connect(

@@ -5,29 +5,32 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Deserializer};
 use serde_json::json;
 
 use crate::auth::{mint_device_token, verify_user_token};
-use crate::domain::{format_rfc3339_ms, now_ms, validate_device_id, validate_user, Platform};
+use crate::domain::{
+    format_rfc3339_ms, now_ms, validate_device_id, validate_topic, validate_user, Platform,
+};
 use crate::store::records::{DeviceRecord, Scope};
-use crate::store::{DevicePatch, NewDevice};
+use crate::store::{DevicePatch, NewDevice, MAX_TOPICS};
 
 use super::extract::{ApiJson, ApiKey, ClientKey};
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, Method, RouteTable};
 
-/// Most topics one device may hold.
-pub const MAX_TOPICS: usize = 64;
-
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/devices/register", post(register))
-        .route(
-            "/v1/devices/{id}",
-            get(get_device).patch(patch_device).delete(delete_device),
-        )
-        .route("/v1/users/{user}/devices", get(user_devices))
+pub fn routes(t: &mut RouteTable) {
+    t.add("/v1/devices/register", &[Method::POST], post(register));
+    t.add(
+        "/v1/devices/{id}",
+        &[Method::GET, Method::PATCH, Method::DELETE],
+        get(get_device).patch(patch_device).delete(delete_device),
+    );
+    t.add(
+        "/v1/users/{user}/devices",
+        &[Method::GET],
+        get(user_devices),
+    );
 }
 
 fn validate_topics(field: &str, topics: &[String]) -> Result<(), ApiError> {
@@ -37,15 +40,7 @@ fn validate_topics(field: &str, topics: &[String]) -> Result<(), ApiError> {
         )));
     }
     for t in topics {
-        let ok = !t.is_empty()
-            && t.len() <= 64
-            && t.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-        if !ok {
-            return Err(ApiError::invalid(format!(
-                "{field}: {t:?} is not a topic (1-64 of A-Z a-z 0-9 - _ .)"
-            )));
-        }
+        validate_topic(t).map_err(|e| ApiError::invalid(format!("{field}: {}", e.0)))?;
     }
     Ok(())
 }
@@ -171,6 +166,7 @@ async fn patch_device(
     let patch = DevicePatch {
         user: body.user,
         topics,
+        ..DevicePatch::default()
     };
     let d = state
         .store

@@ -21,18 +21,38 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         // The body is JSON whatever Content-Type says (curl -d sends a form type).
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::too_large(format!(
-                    "the request body is larger than {} bytes",
-                    super::MAX_BODY_BYTES
-                ))
-            } else {
-                ApiError::invalid("the request body could not be read")
-            }
-        })?;
+        let bytes = read_body(req, state).await?;
         parse_json(&bytes).map(ApiJson)
     }
+}
+
+/// A JSON body parsed like [`ApiJson`], with the raw bytes kept (for request hashing).
+pub struct RawJson<T> {
+    pub value: T,
+    pub bytes: Bytes,
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for RawJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = read_body(req, state).await?;
+        let value = parse_json(&bytes)?;
+        Ok(Self { value, bytes })
+    }
+}
+
+async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large(format!(
+                "the request body is larger than {} bytes",
+                super::MAX_BODY_BYTES
+            ))
+        } else {
+            ApiError::invalid("the request body could not be read")
+        }
+    })
 }
 
 /// Parses strict JSON, naming the offending field in the error.
@@ -44,7 +64,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        if path.is_empty() || path == "." {
+        if path.is_empty() || path == "." || path == "?" {
             ApiError::invalid(format!("invalid JSON body: {inner}"))
         } else {
             ApiError::invalid(format!("{path}: {inner}"))
@@ -184,5 +204,42 @@ impl FromRequestParts<AppState> for Admin {
         Ok(Self {
             token_id: record.id,
         })
+    }
+}
+
+/// A device, by its token in `Authorization: Bearer …` or (for browsers' `EventSource`,
+/// which cannot set headers) the `token` query parameter. The same check as WebSocket.
+pub struct Device(pub crate::gateway::DeviceIdentity);
+
+#[derive(serde::Deserialize)]
+struct TokenParam {
+    token: Option<String>,
+}
+
+impl FromRequestParts<AppState> for Device {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let from_query = axum::extract::Query::<TokenParam>::try_from_uri(&parts.uri)
+            .ok()
+            .and_then(|q| q.0.token);
+        let token = match (bearer(&parts.headers), from_query.as_deref()) {
+            (Some(t), _) | (None, Some(t)) => t.to_owned(),
+            (None, None) => {
+                return Err(ApiError::unauthenticated(
+                    "missing device token (Authorization: Bearer … or ?token=…)",
+                ))
+            }
+        };
+        match crate::gateway::authenticate_device(&state.store, &token) {
+            Ok(id) => Ok(Self(id)),
+            Err(crate::gateway::DeviceAuthError::Unauthenticated) => {
+                Err(ApiError::unauthenticated("the device token is invalid"))
+            }
+            Err(crate::gateway::DeviceAuthError::Suspended) => {
+                Err(ApiError::forbidden("the app is suspended"))
+            }
+            Err(crate::gateway::DeviceAuthError::Store(e)) => Err(e.into()),
+        }
     }
 }

@@ -3,15 +3,18 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::json;
 
-use super::AppState;
+use super::{AppState, Method, RouteTable};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
-        .route("/readyz", get(ready))
+pub fn routes(t: &mut RouteTable) {
+    t.add(
+        "/healthz",
+        &[Method::GET],
+        get(|| async { Json(json!({"status": "ok"})) }),
+    );
+    t.add("/readyz", &[Method::GET], get(ready));
 }
 
 async fn ready(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {

@@ -1,23 +1,33 @@
-//! Server API for messages (API key): `POST /v1/messages`, `GET /v1/messages/{id}`.
+//! Server API for messages (API key): `POST /v1/messages` (with TTL, collapse key, send
+//! time and idempotency), `GET|DELETE /v1/messages/{id}`.
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::json;
 
+use crate::auth::sha256_hex;
 use crate::domain::{format_rfc3339_ms, now_ms, random_id, validate_message_id, MessageInput};
-use crate::store::records::{MessageRecord, Scope};
-use crate::store::PushOp;
+use crate::store::records::{Lifecycle, MessageRecord, Scope};
+use crate::store::{Idempotency, PushOp};
 
-use super::extract::{ApiJson, ApiKey};
-use super::{ApiError, AppState};
+use super::extract::{ApiKey, RawJson};
+use super::{ApiError, AppState, Method, RouteTable};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/messages", post(send))
-        .route("/v1/messages/{id}", get(status))
+/// Longest collapse or idempotency key.
+pub const MAX_KEY_BYTES: usize = 128;
+/// Furthest ahead a push may be scheduled.
+pub const MAX_SCHEDULE_AHEAD_MS: u64 = 366 * 24 * 3600 * 1000;
+
+pub fn routes(t: &mut RouteTable) {
+    t.add("/v1/messages", &[Method::POST], post(send));
+    t.add(
+        "/v1/messages/{id}",
+        &[Method::GET, Method::DELETE],
+        get(status).delete(cancel),
+    );
 }
 
 /// Size of the payload that counts against `max_message_bytes`: notification + data, JSON.
@@ -35,32 +45,81 @@ fn payload_bytes(input: &MessageInput) -> usize {
     n + d
 }
 
+fn check_key(field: &str, key: &str) -> Result<(), ApiError> {
+    if key.is_empty() || key.len() > MAX_KEY_BYTES || key.chars().any(char::is_control) {
+        return Err(ApiError::invalid(format!(
+            "{field}: 1-{MAX_KEY_BYTES} bytes, no control characters"
+        )));
+    }
+    Ok(())
+}
+
+fn parse_send_at(value: &str, now: u64) -> Result<u64, ApiError> {
+    let t = time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| ApiError::invalid(format!("send_at: not an RFC 3339 time ({e})")))?;
+    let ms = u64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+    if ms > now.saturating_add(MAX_SCHEDULE_AHEAD_MS) {
+        return Err(ApiError::invalid("send_at: at most 366 days ahead"));
+    }
+    Ok(ms)
+}
+
+/// The idempotency key from the body or the `Idempotency-Key` header (not both, unless equal),
+/// with the hash of the request it identifies: the body as parsed, without the key itself.
+fn idempotency(
+    headers: &HeaderMap,
+    input: &MessageInput,
+    bytes: &[u8],
+) -> Result<Option<Idempotency>, ApiError> {
+    let header = headers
+        .get("idempotency-key")
+        .map(|v| {
+            v.to_str()
+                .map(str::to_owned)
+                .map_err(|_| ApiError::invalid("Idempotency-Key: must be visible ASCII"))
+        })
+        .transpose()?;
+    let key = match (header, &input.idempotency_key) {
+        (Some(h), Some(b)) if &h != b => {
+            return Err(ApiError::invalid(
+                "idempotency_key: differs from the Idempotency-Key header",
+            ))
+        }
+        (Some(h), _) => h,
+        (None, Some(b)) => b.clone(),
+        (None, None) => return Ok(None),
+    };
+    check_key("idempotency_key", &key)?;
+    let mut canonical: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))?;
+    if let Some(obj) = canonical.as_object_mut() {
+        obj.remove("idempotency_key");
+    }
+    Ok(Some(Idempotency {
+        key,
+        request_sha256: sha256_hex(&canonical.to_string()),
+    }))
+}
+
 async fn send(
     State(state): State<AppState>,
     key: ApiKey,
     headers: HeaderMap,
-    ApiJson(input): ApiJson<MessageInput>,
+    body: RawJson<MessageInput>,
 ) -> Result<impl IntoResponse, ApiError> {
     key.require(Scope::Push)?;
-    if headers.contains_key("idempotency-key") || input.idempotency_key.is_some() {
-        return Err(ApiError::invalid(
-            "idempotency_key: not supported by this server version yet; send without it",
-        ));
-    }
-    if input.send_at.is_some() {
-        return Err(ApiError::invalid(
-            "send_at: not supported by this server version yet",
-        ));
-    }
-    if input.collapse_key.is_some() {
-        return Err(ApiError::invalid(
-            "collapse_key: not supported by this server version yet",
-        ));
-    }
+    let RawJson {
+        value: input,
+        bytes,
+    } = body;
+    let idempotency = idempotency(&headers, &input, &bytes)?;
     if input.notification.is_none() && input.data.is_none() {
         return Err(ApiError::invalid(
             "a message needs notification, data or both",
         ));
+    }
+    if let Some(k) = &input.collapse_key {
+        check_key("collapse_key", k)?;
     }
     let app = state
         .store
@@ -89,11 +148,21 @@ async fn send(
             "ttl: at most {max_ttl} seconds for this app"
         )));
     }
+    let now = now_ms();
+    let send_at_ms = input
+        .send_at
+        .as_deref()
+        .map(|s| parse_send_at(s, now))
+        .transpose()?;
+    if send_at_ms.is_some_and(|at| at > now) && ttl == 0 {
+        return Err(ApiError::invalid(
+            "ttl: 0 means \"only to devices connected now\" and cannot be scheduled",
+        ));
+    }
     let target = input
         .to
         .validate()
         .map_err(|e| ApiError::invalid(e.to_string()))?;
-    let created_at_ms = now_ms();
     let op = PushOp {
         app: key.app.clone(),
         id: random_id("msg"),
@@ -101,34 +170,59 @@ async fn send(
         notification: input.notification,
         data: input.data,
         priority: input.priority.unwrap_or_default(),
-        created_at_ms,
-        expires_at_ms: (ttl > 0).then(|| created_at_ms.saturating_add(ttl.saturating_mul(1000))),
+        created_at_ms: now,
+        ttl_secs: ttl,
+        collapse_key: input.collapse_key,
+        send_at_ms,
+        idempotency,
+        mailbox_cap: app.limits.mailbox_cap.unwrap_or(limits.mailbox_cap),
     };
     let reply = state
         .store
         .push(op)
         .await
         .map_err(|e| ApiError::from_store(e, "device"))?;
-    tracing::debug!(app = %key.app, key = %key.key_id, message = %reply.id, recipients = reply.recipients, "push accepted");
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({"id": reply.id, "recipients": reply.recipients})),
-    ))
+    tracing::debug!(app = %key.app, key = %key.key_id, message = %reply.id,
+        recipients = ?reply.recipients, replayed = reply.replayed, "push accepted");
+    let mut body = json!({"id": reply.id, "recipients": reply.recipients});
+    if let Some(at) = reply.scheduled_at_ms {
+        body["send_at"] = json!(format_rfc3339_ms(at));
+    }
+    Ok((StatusCode::ACCEPTED, Json(body)))
 }
 
-/// The state of a push as one word, from its counts.
+/// The state of a push as one word, from its lifecycle and counts.
 fn message_state(m: &MessageRecord, now: u64) -> &'static str {
+    match m.lifecycle {
+        Lifecycle::Scheduled => return "scheduled",
+        Lifecycle::Cancelled => return "cancelled",
+        Lifecycle::Accepted => {}
+    }
     if m.targeted == 0 {
         "no_recipients"
     } else if m.acked >= m.targeted {
         "acked"
-    } else if m.pending > 0 && m.expires_at_ms <= now {
+    } else if m.live_only {
+        if m.delivered >= m.targeted {
+            "delivered"
+        } else {
+            "sent_live"
+        }
+    } else if m.expires_at_ms <= now {
         "expired"
+    } else if m.topic.is_none() && m.pending == 0 {
+        "done"
     } else if m.delivered >= m.targeted {
         "delivered"
     } else {
         "pending"
     }
+}
+
+fn find(state: &AppState, app: &str, id: &str) -> Result<MessageRecord, ApiError> {
+    let not_found = || ApiError::not_found("message not found");
+    validate_message_id(id).map_err(|_| not_found())?;
+    state.store.message(app, id)?.ok_or_else(not_found)
 }
 
 async fn status(
@@ -137,16 +231,9 @@ async fn status(
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     key.require(Scope::Read)?;
-    let not_found = || ApiError::not_found("message not found");
-    validate_message_id(&id).map_err(|_| not_found())?;
-    let m = state.store.message(&key.app, &id)?.ok_or_else(not_found)?;
-    let now = now_ms();
-    let expired = if m.expires_at_ms <= now {
-        m.expired.max(m.pending)
-    } else {
-        m.expired
-    };
-    Ok(Json(json!({
+    let m = find(&state, &key.app, &id)?;
+    let now = state.store.now_ms();
+    let mut body = json!({
         "id": m.id,
         "state": message_state(&m, now),
         "created_at": format_rfc3339_ms(m.created_at_ms),
@@ -157,7 +244,36 @@ async fn status(
             "delivered": m.delivered,
             "acked": m.acked,
             "opened": m.opened,
-            "expired": expired,
+            "expired": m.expired,
+            "replaced": m.replaced,
+            "dropped": m.dropped,
+            "cancelled": m.cancelled,
         }
+    });
+    if let Some(at) = m.send_at_ms {
+        body["send_at"] = json!(format_rfc3339_ms(at));
+    }
+    if let Some(k) = &m.collapse_key {
+        body["collapse_key"] = json!(k);
+    }
+    Ok(Json(body))
+}
+
+async fn cancel(
+    State(state): State<AppState>,
+    key: ApiKey,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    key.require(Scope::Push)?;
+    find(&state, &key.app, &id)?;
+    let c = state
+        .store
+        .cancel(&key.app, &id)
+        .await
+        .map_err(|e| ApiError::from_store(e, "message"))?;
+    tracing::info!(app = %key.app, message = %id, scheduled = c.scheduled, pending = c.pending, topic = c.topic, "message cancelled");
+    Ok(Json(json!({
+        "id": id,
+        "cancelled": {"scheduled": c.scheduled, "pending": c.pending, "topic": c.topic},
     })))
 }

@@ -5,13 +5,18 @@ mod apps;
 mod connect;
 mod devices;
 pub mod error;
+mod events;
 mod extract;
 mod health;
 mod messages;
+mod openapi;
+mod stats;
 
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
+pub use axum::http::Method;
+use axum::routing::MethodRouter;
 use axum::Router;
 use tokio_util::sync::CancellationToken;
 
@@ -35,14 +40,50 @@ pub struct AppState {
     pub shutdown: CancellationToken,
 }
 
+/// Every route with its methods, registered in one call each, so the list the OpenAPI test
+/// checks is the router itself.
+#[derive(Default)]
+pub struct RouteTable {
+    router: Router<AppState>,
+    entries: Vec<(&'static str, &'static [Method])>,
+}
+
+impl RouteTable {
+    /// Adds a route; `methods` must name exactly the methods `handler` serves (a test checks).
+    pub fn add(
+        &mut self,
+        path: &'static str,
+        methods: &'static [Method],
+        handler: MethodRouter<AppState>,
+    ) {
+        self.router = std::mem::take(&mut self.router).route(path, handler);
+        self.entries.push((path, methods));
+    }
+
+    fn build() -> Self {
+        let mut t = Self::default();
+        health::routes(&mut t);
+        apps::routes(&mut t);
+        messages::routes(&mut t);
+        stats::routes(&mut t);
+        devices::routes(&mut t);
+        connect::routes(&mut t);
+        events::routes(&mut t);
+        openapi::routes(&mut t);
+        t
+    }
+}
+
+/// Every (path, methods) the router serves, in registration order.
+#[must_use]
+pub fn route_list() -> Vec<(&'static str, &'static [Method])> {
+    RouteTable::build().entries
+}
+
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .merge(health::routes())
-        .merge(apps::routes())
-        .merge(messages::routes())
-        .merge(devices::routes())
-        .merge(connect::routes())
+    RouteTable::build()
+        .router
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::map_response(json_errors))

@@ -166,6 +166,11 @@ impl App {
             shutdown: self.shutdown.clone(),
         };
         let tracker = TaskTracker::new();
+        tracker.spawn(sweeper(
+            self.store.clone(),
+            Duration::from_millis(self.config.storage.sweep_interval_ms),
+            self.shutdown.clone(),
+        ));
         tracing::info!(addr = %self.local_addr, "serving https");
         crate::server::serve(
             self.listener,
@@ -190,5 +195,36 @@ impl App {
         let store = self.store.clone();
         let _ = tokio::task::spawn_blocking(move || store.close()).await;
         tracing::info!("store closed; bye");
+    }
+}
+
+/// Runs the store's sweep on a timer (expiry, due schedules, idempotency keys), at once
+/// again while a sweep reports more work, until shutdown.
+async fn sweeper(store: Store, every: Duration, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        loop {
+            match store.sweep().await {
+                Ok(report) => {
+                    if report.expired + report.released > 0 {
+                        tracing::debug!(
+                            expired = report.expired,
+                            released = report.released,
+                            "sweep"
+                        );
+                    }
+                    if !report.more || shutdown.is_cancelled() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "sweep failed");
+                    break;
+                }
+            }
+        }
     }
 }

@@ -59,11 +59,22 @@ pub enum StorageDurability {
     Relaxed,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     /// `immediate` (fsync before 202) or `relaxed` (fsync batched on a timer).
     pub durability: StorageDurability,
+    /// Milliseconds between sweeps: expiry, due scheduled pushes, old idempotency keys.
+    pub sweep_interval_ms: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            durability: StorageDurability::default(),
+            sweep_interval_ms: 1000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -98,6 +109,9 @@ pub struct LimitsConfig {
     pub default_ttl: u64,
     /// Largest TTL a push may ask for, in seconds.
     pub max_ttl: u64,
+    /// Most messages one device's mailbox holds; past it the oldest is dropped and the
+    /// device gets a `gap` frame saying how many.
+    pub mailbox_cap: u64,
 }
 
 impl Default for LimitsConfig {
@@ -107,6 +121,7 @@ impl Default for LimitsConfig {
             pushes_per_second: 1000,
             default_ttl: 7 * 24 * 3600,
             max_ttl: 28 * 24 * 3600,
+            mailbox_cap: 1000,
         }
     }
 }
@@ -173,6 +188,9 @@ impl Config {
                 errors.push(format!("server.hostnames: {h:?} is not a host name"));
             }
         }
+        if !(10..=60_000).contains(&self.storage.sweep_interval_ms) {
+            errors.push("storage.sweep_interval_ms must be between 10 and 60000".into());
+        }
         if self.server.max_connections == 0 {
             errors.push("server.max_connections must be at least 1".into());
         }
@@ -185,6 +203,9 @@ impl Config {
         }
         if l.pushes_per_second == 0 {
             errors.push("limits.pushes_per_second must be at least 1".into());
+        }
+        if !(1..=1_000_000).contains(&l.mailbox_cap) {
+            errors.push("limits.mailbox_cap must be between 1 and 1000000".into());
         }
         if l.max_ttl == 0 || l.default_ttl > l.max_ttl {
             errors.push(

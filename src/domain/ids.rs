@@ -90,6 +90,25 @@ pub fn validate_user(user: &str) -> Result<(), IdError> {
     Ok(())
 }
 
+/// A topic name: 1–64 of `A-Z a-z 0-9 - _ .` (so the reserved `$all` cannot be named).
+///
+/// # Errors
+/// When the name breaks that rule.
+pub fn validate_topic(topic: &str) -> Result<(), IdError> {
+    let ok = !topic.is_empty()
+        && topic.len() <= 64
+        && topic
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(IdError(format!(
+            "{topic:?} is not a topic name (1-64 of A-Z a-z 0-9 - _ .)"
+        )))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::ids::{validate_device_id, validate_user, IdError};
+use super::ids::{validate_device_id, validate_topic, validate_user, IdError};
 
 /// The most ids a batch may carry: `devices`/`users` targets and ack frames.
 pub const MAX_BATCH_IDS: usize = 1000;
@@ -21,10 +21,13 @@ pub struct TargetInput {
 }
 
 /// A validated target.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Target {
     Devices(Vec<String>),
     Users(Vec<String>),
+    Topic(String),
+    All,
 }
 
 impl Target {
@@ -36,6 +39,8 @@ impl Target {
             Target::Devices(d) => format!("devices:{}", d.len()),
             Target::Users(u) if u.len() == 1 => format!("user:{}", u[0]),
             Target::Users(u) => format!("users:{}", u.len()),
+            Target::Topic(t) => format!("topic:{t}"),
+            Target::All => "all".to_owned(),
         }
     }
 }
@@ -148,11 +153,15 @@ impl TargetInput {
                 "name exactly one of device, devices, user, users, topic, all",
             ));
         }
-        if self.topic.is_some() || self.all.is_some() {
-            return Err(field(
-                "to",
-                "topic and all targets are not supported by this server version yet",
-            ));
+        if let Some(topic) = self.topic {
+            validate_topic(&topic).map_err(|e| field("to.topic", e.0))?;
+            return Ok(Target::Topic(topic));
+        }
+        if let Some(all) = self.all {
+            if !all {
+                return Err(field("to.all", "must be true"));
+            }
+            return Ok(Target::All);
         }
         if let Some(d) = self.device {
             return Ok(Target::Devices(ids(
@@ -182,8 +191,24 @@ struct Frame<'a> {
     notification: Option<&'a Notification>,
     #[serde(skip_serializing_if = "Option::is_none")]
     data: Option<&'a serde_json::Map<String, serde_json::Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    topic: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    collapse_key: Option<&'a str>,
     priority: Priority,
     sent_at: &'a str,
+}
+
+/// What a `message` frame carries besides its id and seq.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameParts<'a> {
+    pub notification: Option<&'a Notification>,
+    pub data: Option<&'a serde_json::Map<String, serde_json::Value>>,
+    /// The topic for topic pushes; `None` for direct pushes and broadcasts.
+    pub topic: Option<&'a str>,
+    pub collapse_key: Option<&'a str>,
+    pub priority: Priority,
+    pub sent_at: &'a str,
 }
 
 /// Encodes a `message` frame once; every session that delivers it shares these bytes.
@@ -193,19 +218,18 @@ struct Frame<'a> {
 pub fn encode_message_frame(
     id: &str,
     seq: u64,
-    notification: Option<&Notification>,
-    data: Option<&serde_json::Map<String, serde_json::Value>>,
-    priority: Priority,
-    sent_at: &str,
+    parts: FrameParts<'_>,
 ) -> Result<Vec<u8>, serde_json::Error> {
     serde_json::to_vec(&Frame {
         kind: "message",
         id,
         seq,
-        notification,
-        data,
-        priority,
-        sent_at,
+        notification: parts.notification,
+        data: parts.data,
+        topic: parts.topic,
+        collapse_key: parts.collapse_key,
+        priority: parts.priority,
+        sent_at: parts.sent_at,
     })
 }
 
@@ -248,11 +272,20 @@ mod tests {
             title: Some("hi".into()),
             ..Notification::default()
         };
-        let bytes = encode_message_frame("msg_1", 7, Some(&n), None, Priority::High, "t").unwrap();
+        let parts = FrameParts {
+            notification: Some(&n),
+            data: None,
+            topic: Some("news"),
+            collapse_key: None,
+            priority: Priority::High,
+            sent_at: "t",
+        };
+        let bytes = encode_message_frame("msg_1", 7, parts).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(v["type"], "message");
         assert_eq!(v["seq"], 7);
         assert_eq!(v["notification"]["title"], "hi");
         assert!(v.get("data").is_none());
+        assert_eq!(v["topic"], "news");
     }
 }

@@ -6,10 +6,10 @@ mod time;
 
 pub use ids::{
     random_id, random_secret, validate_app_name, validate_device_id, validate_message_id,
-    validate_user, IdError,
+    validate_topic, validate_user, IdError,
 };
 pub use message::{
-    encode_message_frame, MessageInput, Notification, Platform, Priority, Target, TargetInput,
-    MAX_BATCH_IDS,
+    encode_message_frame, FrameParts, MessageInput, Notification, Platform, Priority, Target,
+    TargetInput, MAX_BATCH_IDS,
 };
 pub use time::{format_rfc3339_ms, now_ms};

@@ -5,9 +5,12 @@
 //! Invariant: the store is the source of truth; the outbox is only a fast path. A session
 //! that overflows its outbox catches up from the store by sequence, never skipping.
 
+pub mod client_ops;
+pub mod poll;
 pub mod protocol;
 pub mod registry;
 pub mod session;
+pub mod sse;
 pub mod ws;
 
 pub use registry::{Registry, SessionHandle};

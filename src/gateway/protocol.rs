@@ -15,6 +15,8 @@ pub enum ClientFrame {
     Hello { token: String },
     Ack { ids: Vec<String> },
     Opened { ids: Vec<String> },
+    Subscribe { topics: Vec<String> },
+    Unsubscribe { topics: Vec<String> },
 }
 
 /// Why a client frame was refused.
@@ -43,6 +45,9 @@ impl ClientFrame {
             Self::Ack { ids } | Self::Opened { ids } if ids.len() > MAX_BATCH_IDS => {
                 Err(FrameError::TooManyIds)
             }
+            Self::Subscribe { topics } | Self::Unsubscribe { topics } if topics.len() > 64 => {
+                Err(FrameError::Invalid("topics: at most 64 per frame".into()))
+            }
             _ => Ok(frame),
         }
     }
@@ -53,6 +58,12 @@ impl ClientFrame {
 pub fn welcome(device_id: &str, heartbeat_secs: u64) -> String {
     serde_json::json!({"type": "welcome", "device_id": device_id, "heartbeat": heartbeat_secs})
         .to_string()
+}
+
+/// `{"type":"gap","dropped":N}`: N messages were dropped by the mailbox cap.
+#[must_use]
+pub fn gap(dropped: u64) -> String {
+    serde_json::json!({"type": "gap", "dropped": dropped}).to_string()
 }
 
 /// `{"type":"error","code":…,"message":…}`

@@ -1,7 +1,7 @@
 //! Device → live session. The store's writer hands every committed delivery here, in commit
 //! order; each session gets the same encoded `Bytes` frame through its bounded outbox.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -9,6 +9,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
+use crate::store::tables::ALL_TOPIC;
 use crate::store::{CommitListener, Committed};
 
 /// One message queued for a session.
@@ -17,6 +18,8 @@ pub struct Outgoing {
     pub seq: u64,
     pub expires_at_ms: u64,
     pub frame: Bytes,
+    /// The topic log it belongs to (acks move the topic cursor); `None` for the mailbox.
+    pub topic: Option<Arc<str>>,
 }
 
 /// Why a session was told to close.
@@ -35,6 +38,8 @@ pub struct SessionHandle {
     id: u64,
     outbox: mpsc::Sender<Outgoing>,
     lagged: AtomicBool,
+    /// Whether the registry knows this session's topics (from a commit or the first read).
+    topics_set: AtomicBool,
     wake: Notify,
     close: CancellationToken,
     reason: Mutex<Option<CloseReason>>,
@@ -67,22 +72,62 @@ impl SessionHandle {
     fn offer(&self, item: Outgoing) {
         match self.outbox.try_send(item) {
             Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.lagged.store(true, Ordering::Release);
-                self.wake.notify_one();
-            }
+            Err(mpsc::error::TrySendError::Full(_)) => self.wake_to_catch_up(),
         }
+    }
+
+    /// Makes the session read the store again (outbox overflow, or a gap to report).
+    fn wake_to_catch_up(&self) {
+        self.lagged.store(true, Ordering::Release);
+        self.wake.notify_one();
     }
 }
 
-type Key = (String, String);
+/// The live sessions of one app, and which online devices follow which topic.
+#[derive(Default)]
+struct AppSessions {
+    devices: HashMap<String, Arc<SessionHandle>>,
+    /// topic → online devices subscribed to it (`$all` is implicit: every device).
+    followers: HashMap<String, HashSet<String>>,
+    /// device → its topics, to undo `followers` when it leaves or changes.
+    topics_of: HashMap<String, Vec<String>>,
+}
 
-/// All live sessions of this process, by (app, device).
+impl AppSessions {
+    fn set_topics(&mut self, device: &str, topics: Vec<String>) {
+        self.forget_topics(device);
+        for t in &topics {
+            self.followers
+                .entry(t.clone())
+                .or_default()
+                .insert(device.to_owned());
+        }
+        self.topics_of.insert(device.to_owned(), topics);
+    }
+
+    fn forget_topics(&mut self, device: &str) {
+        for t in self.topics_of.remove(device).unwrap_or_default() {
+            if let Some(set) = self.followers.get_mut(&t) {
+                set.remove(device);
+                if set.is_empty() {
+                    self.followers.remove(&t);
+                }
+            }
+        }
+    }
+
+    fn remove(&mut self, device: &str) -> Option<Arc<SessionHandle>> {
+        self.forget_topics(device);
+        self.devices.remove(device)
+    }
+}
+
+/// All live sessions of this process, by app and device.
 #[derive(Default)]
 pub struct Registry {
     // A std mutex: held only for map operations and non-blocking `try_send`s, never across
     // an await, so contention stays short.
-    sessions: Mutex<HashMap<Key, Arc<SessionHandle>>>,
+    apps: Mutex<HashMap<String, AppSessions>>,
     next_id: AtomicU64,
 }
 
@@ -92,10 +137,10 @@ impl Registry {
         Arc::new(Self::default())
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<Key, Arc<SessionHandle>>> {
-        // A panic while holding this lock cannot leave the map inconsistent (every
-        // operation is a single insert/remove/get), so a poisoned lock is still usable.
-        self.sessions
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, AppSessions>> {
+        // Every operation under this lock is a few map inserts/removes that cannot leave the
+        // maps inconsistent if a panic interrupted them, so a poisoned lock is still usable.
+        self.apps
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -113,25 +158,62 @@ impl Registry {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             outbox: tx,
             lagged: AtomicBool::new(false),
+            topics_set: AtomicBool::new(false),
             wake: Notify::new(),
             close: CancellationToken::new(),
             reason: Mutex::new(None),
         });
-        let old = self
-            .lock()
-            .insert((app.to_owned(), device.to_owned()), Arc::clone(&handle));
+        let old = {
+            let mut apps = self.lock();
+            let sessions = apps.entry(app.to_owned()).or_default();
+            sessions.forget_topics(device);
+            sessions
+                .devices
+                .insert(device.to_owned(), Arc::clone(&handle))
+        };
         if let Some(old) = old {
             old.close_with(CloseReason::Replaced);
         }
         (handle, rx)
     }
 
+    /// Sets a new session's topics as read from the store after registering, unless a
+    /// change committed since then already set them.
+    pub fn initial_topics(
+        &self,
+        app: &str,
+        device: &str,
+        handle: &SessionHandle,
+        topics: Vec<String>,
+    ) {
+        let mut apps = self.lock();
+        let Some(sessions) = apps.get_mut(app) else {
+            return;
+        };
+        let current = sessions
+            .devices
+            .get(device)
+            .is_some_and(|h| h.id == handle.id);
+        if current && !handle.topics_set.swap(true, Ordering::AcqRel) {
+            sessions.set_topics(device, topics);
+        }
+    }
+
     /// Removes the session if it is still the registered one for its device.
     pub fn unregister(&self, app: &str, device: &str, handle: &SessionHandle) {
-        let mut map = self.lock();
-        let key = (app.to_owned(), device.to_owned());
-        if map.get(&key).is_some_and(|h| h.id == handle.id) {
-            map.remove(&key);
+        let mut apps = self.lock();
+        let Some(sessions) = apps.get_mut(app) else {
+            return;
+        };
+        if sessions
+            .devices
+            .get(device)
+            .is_some_and(|h| h.id == handle.id)
+        {
+            sessions.remove(device);
+            if sessions.devices.is_empty() {
+                apps.remove(app);
+            }
         }
     }
 
@@ -139,13 +221,14 @@ impl Registry {
     #[must_use]
     pub fn is_online(&self, app: &str, device: &str) -> bool {
         self.lock()
-            .contains_key(&(app.to_owned(), device.to_owned()))
+            .get(app)
+            .is_some_and(|s| s.devices.contains_key(device))
     }
 
     /// Live sessions in this process.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().values().map(|s| s.devices.len()).sum()
     }
 
     #[must_use]
@@ -164,34 +247,81 @@ impl CommitListener for Registry {
                 expires_at_ms,
                 frame,
             } => {
-                let map = self.lock();
-                let mut key = (app.clone(), String::new());
+                let apps = self.lock();
+                let Some(sessions) = apps.get(app) else {
+                    return;
+                };
                 for device in devices {
-                    device.clone_into(&mut key.1);
-                    if let Some(handle) = map.get(&key) {
+                    if let Some(handle) = sessions.devices.get(device) {
                         handle.offer(Outgoing {
                             seq: *seq,
                             expires_at_ms: *expires_at_ms,
                             frame: frame.clone(),
+                            topic: None,
                         });
                     }
                 }
             }
+            Committed::Broadcast {
+                app,
+                topic,
+                seq,
+                expires_at_ms,
+                frame,
+            } => {
+                let apps = self.lock();
+                let Some(sessions) = apps.get(app) else {
+                    return;
+                };
+                let name: Arc<str> = Arc::from(topic.as_str());
+                let item = |frame: &Bytes| Outgoing {
+                    seq: *seq,
+                    expires_at_ms: *expires_at_ms,
+                    frame: frame.clone(),
+                    topic: Some(Arc::clone(&name)),
+                };
+                if topic == ALL_TOPIC {
+                    for handle in sessions.devices.values() {
+                        handle.offer(item(frame));
+                    }
+                } else if let Some(followers) = sessions.followers.get(topic) {
+                    for device in followers {
+                        if let Some(handle) = sessions.devices.get(device) {
+                            handle.offer(item(frame));
+                        }
+                    }
+                }
+            }
+            Committed::TopicsChanged {
+                app,
+                device,
+                topics,
+            } => {
+                let mut apps = self.lock();
+                if let Some(sessions) = apps.get_mut(app) {
+                    if let Some(handle) = sessions.devices.get(device) {
+                        handle.topics_set.store(true, Ordering::Release);
+                        sessions.set_topics(device, topics.clone());
+                    }
+                }
+            }
+            Committed::Gap { app, device } => {
+                let apps = self.lock();
+                if let Some(handle) = apps.get(app).and_then(|s| s.devices.get(device)) {
+                    handle.wake_to_catch_up();
+                }
+            }
             Committed::DeviceRemoved { app, device } => {
-                if let Some(h) = self.lock().remove(&(app.clone(), device.clone())) {
+                let removed = self.lock().get_mut(app).and_then(|s| s.remove(device));
+                if let Some(h) = removed {
                     h.close_with(CloseReason::DeviceRemoved);
                 }
             }
             Committed::AppClosed { app } => {
-                let mut map = self.lock();
-                map.retain(|(a, _), h| {
-                    if a == app {
-                        h.close_with(CloseReason::AppClosed);
-                        false
-                    } else {
-                        true
-                    }
-                });
+                let removed = self.lock().remove(app);
+                for h in removed.into_iter().flat_map(|s| s.devices.into_values()) {
+                    h.close_with(CloseReason::AppClosed);
+                }
             }
         }
     }
@@ -209,6 +339,40 @@ mod tests {
             expires_at_ms: u64::MAX,
             frame: Bytes::from_static(b"{}"),
         }
+    }
+
+    fn broadcast(seq: u64, topic: &str) -> Committed {
+        Committed::Broadcast {
+            app: "a".into(),
+            topic: topic.into(),
+            seq,
+            expires_at_ms: u64::MAX,
+            frame: Bytes::from_static(b"{}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn broadcasts_reach_followers_of_the_topic_and_all_reaches_everyone() {
+        let r = Registry::new();
+        let (h1, mut rx1) = r.register("a", "d1", 8);
+        let (h2, mut rx2) = r.register("a", "d2", 8);
+        r.initial_topics("a", "d1", &h1, vec!["news".into()]);
+        r.initial_topics("a", "d2", &h2, vec![]);
+        r.committed(&broadcast(1, "news"));
+        r.committed(&broadcast(2, ALL_TOPIC));
+        assert_eq!(rx1.recv().await.unwrap().seq, 1);
+        assert_eq!(rx1.recv().await.unwrap().seq, 2);
+        let only = rx2.recv().await.unwrap();
+        assert_eq!((only.seq, only.topic.as_deref()), (2, Some(ALL_TOPIC)));
+        // A committed change wins over a stale first read.
+        r.committed(&Committed::TopicsChanged {
+            app: "a".into(),
+            device: "d2".into(),
+            topics: vec!["news".into()],
+        });
+        r.initial_topics("a", "d2", &h2, vec![]);
+        r.committed(&broadcast(3, "news"));
+        assert_eq!(rx2.recv().await.unwrap().seq, 3);
     }
 
     #[tokio::test]

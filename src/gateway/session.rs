@@ -13,7 +13,6 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::auth::{parse_token, verify_secret, TokenKind};
-use crate::domain::now_ms;
 use crate::store::{Store, StoreError};
 
 use super::registry::{Outgoing, Registry, SessionHandle};
@@ -83,6 +82,8 @@ pub struct Session {
     outbox: mpsc::Receiver<Outgoing>,
     last_sent: u64,
     catching_up: bool,
+    /// Dropped messages announced in the `gap` frame about to be written.
+    gap_told: u64,
     max_batch: usize,
 }
 
@@ -97,6 +98,15 @@ impl Session {
     ) -> Self {
         let (handle, outbox) =
             registry.register(&identity.app, &identity.device, settings.outbox_capacity);
+        // Read the topics after registering: a change committed since is already applied
+        // by the registry and wins over this read.
+        match store.device(&identity.app, &identity.device) {
+            Ok(Some(d)) => {
+                registry.initial_topics(&identity.app, &identity.device, &handle, d.topics);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "cannot read the device's topics"),
+        }
         Self {
             identity,
             handle,
@@ -105,6 +115,7 @@ impl Session {
             outbox,
             last_sent: 0,
             catching_up: true,
+            gap_told: 0,
             max_batch: settings.max_batch.max(1),
         }
     }
@@ -117,11 +128,24 @@ impl Session {
     pub async fn next_frames(&mut self) -> Result<Vec<Outgoing>, StoreError> {
         loop {
             if self.catching_up {
+                let mut frames = Vec::new();
+                if self.gap_told == 0 {
+                    let dropped = self.store.gap(&self.identity.app, &self.identity.device)?;
+                    if dropped > 0 {
+                        self.gap_told = dropped;
+                        frames.push(Outgoing {
+                            seq: 0,
+                            expires_at_ms: u64::MAX,
+                            frame: super::protocol::gap(dropped).into(),
+                            topic: None,
+                        });
+                    }
+                }
                 let page = self.store.pending_after(
                     &self.identity.app,
                     &self.identity.device,
                     self.last_sent,
-                    now_ms(),
+                    self.store.now_ms(),
                     self.max_batch,
                 )?;
                 if page.len() < self.max_batch {
@@ -130,14 +154,12 @@ impl Session {
                 if let Some(last) = page.last() {
                     self.last_sent = last.seq;
                 }
-                let frames: Vec<Outgoing> = page
-                    .into_iter()
-                    .map(|p| Outgoing {
-                        seq: p.seq,
-                        expires_at_ms: p.expires_at_ms,
-                        frame: p.frame,
-                    })
-                    .collect();
+                frames.extend(page.into_iter().map(|p| Outgoing {
+                    seq: p.seq,
+                    expires_at_ms: p.expires_at_ms,
+                    frame: p.frame,
+                    topic: p.topic.map(Arc::from),
+                }));
                 if !frames.is_empty() {
                     return Ok(frames);
                 }
@@ -153,7 +175,7 @@ impl Session {
                 continue;
             }
             let Some(first) = first else { continue };
-            let now = now_ms();
+            let now = self.store.now_ms();
             let mut frames = Vec::new();
             let mut next = Some(first);
             while let Some(item) = next {
@@ -173,27 +195,34 @@ impl Session {
         }
     }
 
-    /// Records the acks of a client; returns how many were pending.
-    ///
-    /// # Errors
-    /// Store errors.
-    pub async fn ack(&self, ids: Vec<String>) -> Result<usize, StoreError> {
-        self.store
-            .ack(&self.identity.app, &self.identity.device, ids)
-            .await
+    /// Skips everything up to `seq`: the client says it has it (SSE `Last-Event-ID`,
+    /// long-poll `after`). Unacked messages at or below it are not sent again here.
+    pub fn resume_after(&mut self, seq: u64) {
+        self.last_sent = self.last_sent.max(seq);
     }
 
-    /// Records the client's `opened` reports.
-    pub async fn opened(&self, ids: Vec<String>) {
-        self.store.mark_opened(&self.identity.app, ids).await;
+    /// The store this session reads.
+    #[must_use]
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
-    /// Marks frames as written to the connection (statistics: `delivered`).
-    pub async fn delivered(&self, frames: &[Outgoing]) {
-        let seqs = frames.iter().map(|f| f.seq).collect();
-        self.store
-            .mark_delivered(&self.identity.app, &self.identity.device, seqs)
-            .await;
+    /// Marks frames as written to the connection (statistics: `delivered`), and a written
+    /// `gap` frame as told.
+    pub async fn delivered(&mut self, frames: &[Outgoing]) {
+        let (app, device) = (&self.identity.app, &self.identity.device);
+        if self.gap_told > 0 && frames.iter().any(|f| f.seq == 0) {
+            self.store.clear_gap(app, device, self.gap_told).await;
+            self.gap_told = 0;
+        }
+        let items: Vec<(u64, Option<String>)> = frames
+            .iter()
+            .filter(|f| f.seq > 0)
+            .map(|f| (f.seq, f.topic.as_deref().map(str::to_owned)))
+            .collect();
+        if !items.is_empty() {
+            self.store.mark_delivered(app, device, items).await;
+        }
     }
 }
 

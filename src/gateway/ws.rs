@@ -12,6 +12,7 @@ use tracing::Instrument;
 
 use crate::store::Store;
 
+use super::client_ops::{self, ClientOpError};
 use super::protocol::{self, ClientFrame};
 use super::registry::{CloseReason, Outgoing, Registry};
 use super::session::{
@@ -210,27 +211,28 @@ async fn live(mut socket: WebSocket, ctx: WsContext, identity: DeviceIdentity) {
 
 /// Handles one client frame; `false` ends the session.
 async fn on_client_frame(socket: &mut WebSocket, session: &Session, text: &str) -> bool {
-    match ClientFrame::parse(text) {
-        Ok(ClientFrame::Ack { ids }) => match session.ack(ids).await {
-            Ok(_) => true,
-            Err(e) => {
-                tracing::error!(error = %e, "storing acks failed");
-                close(socket, close_code::INTERNAL, "unavailable").await;
-                false
-            }
-        },
-        Ok(ClientFrame::Opened { ids }) => {
-            session.opened(ids).await;
-            true
-        }
-        Ok(ClientFrame::Hello { .. }) => {
-            let err = protocol::error("invalid_request", "already authenticated");
-            socket.send(Message::Text(err.into())).await.is_ok()
-        }
+    let frame = match ClientFrame::parse(text) {
+        Ok(frame) => frame,
         Err(e) => {
             let err = protocol::error("invalid_request", &e.to_string());
             let _ = socket.send(Message::Text(err.into())).await;
             close(socket, close_code::POLICY, "invalid frame").await;
+            return false;
+        }
+    };
+    match client_ops::apply(session.store(), &session.identity, frame).await {
+        Ok(()) => true,
+        Err(ClientOpError::Forbidden(m)) => {
+            let err = protocol::error("forbidden", &m);
+            socket.send(Message::Text(err.into())).await.is_ok()
+        }
+        Err(ClientOpError::Invalid(m)) => {
+            let err = protocol::error("invalid_request", &m);
+            socket.send(Message::Text(err.into())).await.is_ok()
+        }
+        Err(ClientOpError::Store(e)) => {
+            tracing::error!(error = %e, "storing a client request failed");
+            close(socket, close_code::INTERNAL, "unavailable").await;
             false
         }
     }

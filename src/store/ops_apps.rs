@@ -144,7 +144,7 @@ pub(crate) fn delete_app(
     for device in ops_devices::device_ids(txn, app)? {
         ops_devices::delete(txn, state, app, &device)?;
     }
-    super::ops_messages::delete_app_messages(txn, app)?;
+    delete_app_rows(txn, app)?;
     state.events.push(Committed::AppClosed {
         app: app.to_owned(),
     });
@@ -181,5 +181,106 @@ pub(crate) fn revoke_credential(
     }
     index.remove((app, id))?;
     txn.open_table(CREDENTIALS)?.remove(id)?;
+    Ok(())
+}
+
+/// Deletes the rows of an app-first table whose first key part is `app`, in one pass.
+macro_rules! delete_app_rows {
+    ($txn:expr, $table:expr, $app:expr, $start:expr, |$k:ident| $owned:expr) => {{
+        let mut table = $txn.open_table($table)?;
+        let keys: Vec<_> = {
+            let mut out = Vec::new();
+            for row in table.range($start)? {
+                let ($k, _) = row?;
+                if $k.value().0 != $app {
+                    break;
+                }
+                out.push($owned);
+            }
+            out
+        };
+        for key in &keys {
+            table.remove(key.as_key())?;
+        }
+    }};
+}
+
+/// Owned copies of tuple keys, borrowed back for `remove`.
+trait AsKey<'a> {
+    type Key;
+    fn as_key(&'a self) -> Self::Key;
+}
+
+impl<'a> AsKey<'a> for (String, String) {
+    type Key = (&'a str, &'a str);
+    fn as_key(&'a self) -> Self::Key {
+        (self.0.as_str(), self.1.as_str())
+    }
+}
+
+impl<'a> AsKey<'a> for (String, u64) {
+    type Key = (&'a str, u64);
+    fn as_key(&'a self) -> Self::Key {
+        (self.0.as_str(), self.1)
+    }
+}
+
+impl<'a> AsKey<'a> for (String, String, String) {
+    type Key = (&'a str, &'a str, &'a str);
+    fn as_key(&'a self) -> Self::Key {
+        (self.0.as_str(), self.1.as_str(), self.2.as_str())
+    }
+}
+
+impl<'a> AsKey<'a> for (String, String, u64) {
+    type Key = (&'a str, &'a str, u64);
+    fn as_key(&'a self) -> Self::Key {
+        (self.0.as_str(), self.1.as_str(), self.2)
+    }
+}
+
+/// Everything else an app owns once its devices are gone: messages, bodies, topic logs,
+/// topic counts, collapse keys, idempotency keys and statistics. Time-keyed indexes
+/// (expiry, schedule) skip rows whose app or message is gone.
+fn delete_app_rows(txn: &WriteTransaction, app: &str) -> Result<(), StoreError> {
+    use super::tables::{
+        BODIES, COLLAPSE_TOPIC, IDEMPOTENCY, MESSAGES, MSG_RECIPIENTS, STATS, TOPIC_COUNTS,
+        TOPIC_LOG,
+    };
+    delete_app_rows!(txn, MESSAGES, app, (app, "").., |k| (
+        k.value().0.to_owned(),
+        k.value().1.to_owned()
+    ));
+    delete_app_rows!(txn, BODIES, app, (app, 0u64).., |k| (
+        k.value().0.to_owned(),
+        k.value().1
+    ));
+    delete_app_rows!(txn, TOPIC_LOG, app, (app, "", 0u64).., |k| (
+        k.value().0.to_owned(),
+        k.value().1.to_owned(),
+        k.value().2
+    ));
+    delete_app_rows!(txn, TOPIC_COUNTS, app, (app, "").., |k| (
+        k.value().0.to_owned(),
+        k.value().1.to_owned()
+    ));
+    delete_app_rows!(txn, COLLAPSE_TOPIC, app, (app, "", "").., |k| (
+        k.value().0.to_owned(),
+        k.value().1.to_owned(),
+        k.value().2.to_owned()
+    ));
+    delete_app_rows!(txn, MSG_RECIPIENTS, app, (app, "", "").., |k| (
+        k.value().0.to_owned(),
+        k.value().1.to_owned(),
+        k.value().2.to_owned()
+    ));
+    delete_app_rows!(txn, IDEMPOTENCY, app, (app, "").., |k| (
+        k.value().0.to_owned(),
+        k.value().1.to_owned()
+    ));
+    delete_app_rows!(txn, STATS, app, (app, 0u64).., |k| (
+        k.value().0.to_owned(),
+        k.value().1
+    ));
     Ok(())
 }

@@ -1,11 +1,14 @@
-//! Writes for devices: register, bind to a user and topics, touch, delete with mailbox.
+//! Writes for devices: register (subscribed to `all` and its token's topics), bind to a
+//! user, change topics (cursors start at the current seq: no backlog), touch, delete with
+//! everything the device holds.
 
 use redb::{ReadableTable, WriteTransaction};
 
+use super::ops_delivery::{release_entry, Outcome};
 use super::records::DeviceRecord;
 use super::tables::{
-    from_json, to_json, MailboxEntry, APPS, BODIES, DEVICES, DEVICE_HOME, MAILBOX, MESSAGES,
-    USER_DEVICES,
+    from_json, to_json, Cursor, MailboxEntry, ALL_TOPIC, APPS, COLLAPSE_DEVICE, DEVICES,
+    DEVICE_HOME, DEVICE_PENDING, GAPS, MAILBOX, SUBSCRIPTIONS, TOPIC_COUNTS, USER_DEVICES,
 };
 use super::writer::WriterState;
 use super::{Committed, StoreError};
@@ -18,10 +21,76 @@ pub struct NewDevice(pub DeviceRecord);
 #[derive(Debug, Clone, Default)]
 pub struct DevicePatch {
     pub user: Option<Option<String>>,
+    /// Replace the topic list.
     pub topics: Option<Vec<String>>,
+    /// Add these topics (client `subscribe` frames).
+    pub subscribe: Vec<String>,
+    /// Remove these topics (client `unsubscribe` frames).
+    pub unsubscribe: Vec<String>,
 }
 
-pub(crate) fn register(txn: &WriteTransaction, device: NewDevice) -> Result<(), StoreError> {
+/// Most topics one device may hold.
+pub const MAX_TOPICS: usize = 64;
+
+fn subscribe(
+    txn: &WriteTransaction,
+    state: &WriterState,
+    app: &str,
+    device: &str,
+    topic: &str,
+) -> Result<(), StoreError> {
+    let mut subs = txn.open_table(SUBSCRIPTIONS)?;
+    if subs.get((app, device, topic))?.is_some() {
+        return Ok(());
+    }
+    let now = state.next_seq.saturating_sub(1);
+    let cursor = Cursor {
+        acked: now,
+        delivered: now,
+    };
+    subs.insert((app, device, topic), cursor.encode().as_slice())?;
+    let mut counts = txn.open_table(TOPIC_COUNTS)?;
+    let n = counts.get((app, topic))?.map_or(0, |v| v.value());
+    counts.insert((app, topic), n + 1)?;
+    Ok(())
+}
+
+fn unsubscribe(
+    txn: &WriteTransaction,
+    app: &str,
+    device: &str,
+    topic: &str,
+) -> Result<(), StoreError> {
+    if txn
+        .open_table(SUBSCRIPTIONS)?
+        .remove((app, device, topic))?
+        .is_none()
+    {
+        return Ok(());
+    }
+    let mut counts = txn.open_table(TOPIC_COUNTS)?;
+    let n = counts.get((app, topic))?.map_or(0, |v| v.value());
+    if n <= 1 {
+        counts.remove((app, topic))?;
+    } else {
+        counts.insert((app, topic), n - 1)?;
+    }
+    Ok(())
+}
+
+fn topics_changed(state: &mut WriterState, d: &DeviceRecord) {
+    state.events.push(Committed::TopicsChanged {
+        app: d.app.clone(),
+        device: d.id.clone(),
+        topics: d.topics.clone(),
+    });
+}
+
+pub(crate) fn register(
+    txn: &WriteTransaction,
+    state: &mut WriterState,
+    device: NewDevice,
+) -> Result<(), StoreError> {
     let d = device.0;
     if txn.open_table(APPS)?.get(d.app.as_str())?.is_none() {
         return Err(StoreError::NotFound);
@@ -38,6 +107,10 @@ pub(crate) fn register(txn: &WriteTransaction, device: NewDevice) -> Result<(), 
     if let Some(user) = &d.user {
         txn.open_table(USER_DEVICES)?
             .insert((d.app.as_str(), user.as_str(), d.id.as_str()), ())?;
+    }
+    subscribe(txn, state, &d.app, &d.id, ALL_TOPIC)?;
+    for topic in &d.topics {
+        subscribe(txn, state, &d.app, &d.id, topic)?;
     }
     Ok(())
 }
@@ -59,11 +132,26 @@ fn save(txn: &WriteTransaction, d: &DeviceRecord) -> Result<(), StoreError> {
 
 pub(crate) fn patch(
     txn: &WriteTransaction,
+    state: &mut WriterState,
     app: &str,
     device: &str,
     patch: DevicePatch,
 ) -> Result<DeviceRecord, StoreError> {
     let mut d = load(txn, app, device)?;
+    let mut topics = patch.topics.clone().unwrap_or_else(|| d.topics.clone());
+    for t in &patch.subscribe {
+        if !topics.contains(t) {
+            topics.push(t.clone());
+        }
+    }
+    topics.retain(|t| !patch.unsubscribe.contains(t));
+    topics.sort_unstable();
+    topics.dedup();
+    if topics.len() > MAX_TOPICS {
+        return Err(StoreError::Invalid(format!(
+            "a device holds at most {MAX_TOPICS} topics"
+        )));
+    }
     if let Some(user) = patch.user {
         let mut index = txn.open_table(USER_DEVICES)?;
         if let Some(old) = &d.user {
@@ -74,8 +162,17 @@ pub(crate) fn patch(
         }
         d.user = user;
     }
-    if let Some(topics) = patch.topics {
+    if topics != d.topics {
+        for old in &d.topics {
+            if !topics.contains(old) {
+                unsubscribe(txn, app, device, old)?;
+            }
+        }
+        for new in &topics {
+            subscribe(txn, state, app, device, new)?;
+        }
         d.topics = topics;
+        topics_changed(state, &d);
     }
     save(txn, &d)?;
     Ok(d)
@@ -113,6 +210,24 @@ pub(crate) fn device_ids(txn: &WriteTransaction, app: &str) -> Result<Vec<String
     Ok(out)
 }
 
+/// Keys `(app, device, x)` of a table keyed by device first, for deletion.
+fn device_rows<V: redb::Value + 'static>(
+    table: &redb::Table<'_, (&'static str, &'static str, &'static str), V>,
+    app: &str,
+    device: &str,
+) -> Result<Vec<String>, StoreError> {
+    let mut out = Vec::new();
+    for row in table.range((app, device, "")..)? {
+        let (k, _) = row?;
+        let (a, d, x) = k.value();
+        if a != app || d != device {
+            break;
+        }
+        out.push(x.to_owned());
+    }
+    Ok(out)
+}
+
 pub(crate) fn delete(
     txn: &WriteTransaction,
     state: &mut WriterState,
@@ -126,7 +241,6 @@ pub(crate) fn delete(
         txn.open_table(USER_DEVICES)?
             .remove((app, user.as_str(), device))?;
     }
-    // Drop the mailbox; each entry releases its hold on the message body.
     let entries: Vec<(u64, MailboxEntry)> = {
         let table = txn.open_table(MAILBOX)?;
         let mut out = Vec::new();
@@ -140,26 +254,40 @@ pub(crate) fn delete(
         }
         out
     };
-    let mut mailbox = txn.open_table(MAILBOX)?;
-    let mut messages = txn.open_table(MESSAGES)?;
-    let mut bodies = txn.open_table(BODIES)?;
     for (seq, entry) in entries {
-        mailbox.remove((app, device, seq))?;
-        let record = messages
-            .get((app, entry.message_id.as_str()))?
-            .map(|v| from_json::<super::records::MessageRecord>("messages", v.value()))
-            .transpose()?;
-        if let Some(mut m) = record {
-            m.pending = m.pending.saturating_sub(1);
-            if m.pending == 0 {
-                bodies.remove((app, seq))?;
-            }
-            messages.insert((app, m.id.as_str()), to_json("messages", &m)?.as_slice())?;
-        }
+        release_entry(txn, state, app, device, seq, &entry, Outcome::DeviceRemoved)?;
     }
+    let topics = device_rows(&txn.open_table(SUBSCRIPTIONS)?, app, device)?;
+    for topic in topics {
+        unsubscribe(txn, app, device, &topic)?;
+    }
+    let keys = device_rows(&txn.open_table(COLLAPSE_DEVICE)?, app, device)?;
+    for key in keys {
+        txn.open_table(COLLAPSE_DEVICE)?
+            .remove((app, device, key.as_str()))?;
+    }
+    txn.open_table(DEVICE_PENDING)?.remove((app, device))?;
+    txn.open_table(GAPS)?.remove((app, device))?;
     state.events.push(Committed::DeviceRemoved {
         app: app.to_owned(),
         device: device.to_owned(),
     });
+    Ok(())
+}
+
+/// Subtracts what a session told its device from the device's gap count.
+pub(crate) fn clear_gap(
+    txn: &WriteTransaction,
+    app: &str,
+    device: &str,
+    told: u64,
+) -> Result<(), StoreError> {
+    let mut gaps = txn.open_table(GAPS)?;
+    let n = gaps.get((app, device))?.map_or(0, |v| v.value());
+    if n <= told {
+        gaps.remove((app, device))?;
+    } else {
+        gaps.insert((app, device), n - told)?;
+    }
     Ok(())
 }

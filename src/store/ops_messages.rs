@@ -1,19 +1,43 @@
-//! Writes on the push path: store a push for its recipients, acks, delivery marks.
+//! Writes that accept a push: idempotency, scheduling, and storing it for its recipients —
+//! one mailbox entry per device for direct targets, one topic-log entry for topic and `all`
+//! targets (O(1) in the audience) — with collapse keys and the per-device mailbox cap.
 
 use bytes::Bytes;
 use redb::{ReadableTable, WriteTransaction};
+use serde::{Deserialize, Serialize};
 
-use crate::domain::{encode_message_frame, format_rfc3339_ms, Notification, Priority, Target};
+use crate::domain::{
+    encode_message_frame, format_rfc3339_ms, FrameParts, Notification, Priority, Target,
+};
 
-use super::records::MessageRecord;
+use super::ops_delivery::{load_message, release_entry, save_message, Outcome};
+use super::ops_sweep::RECORD_RETENTION_MS;
+use super::records::{IdempotencyRecord, Lifecycle, MessageRecord};
 use super::tables::{
-    from_json, to_json, MailboxEntry, BODIES, DEVICES, MAILBOX, MESSAGES, USER_DEVICES,
+    from_json, to_json, MailboxEntry, ALL_TOPIC, BODIES, COLLAPSE_DEVICE, COLLAPSE_TOPIC, DEVICES,
+    DEVICE_PENDING, EXPIRE_CONTENT, EXPIRY, FORGET_RECORD, GAPS, IDEMPOTENCY, IDEMPOTENCY_EXPIRY,
+    MAILBOX, MSG_RECIPIENTS, SCHEDULE, TOPIC_COUNTS, TOPIC_LOG, USER_DEVICES,
 };
 use super::writer::WriterState;
 use super::{Committed, StoreError};
 
-/// A validated push, ready to store.
-#[derive(Debug, Clone)]
+/// How long a `ttl: 0` message may wait in a connected session's outbox before it is
+/// written. Its TTL ends when it is sent; without this window a live session would
+/// consider it expired on arrival and never write it.
+pub const LIVE_ONLY_WINDOW_MS: u64 = 10_000;
+
+/// How long an idempotency key is remembered.
+pub const IDEMPOTENCY_WINDOW_MS: u64 = 24 * 3600 * 1000;
+
+/// An idempotency key with the hash of the request it was first used with.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Idempotency {
+    pub key: String,
+    pub request_sha256: String,
+}
+
+/// A validated push, ready to store (and, when scheduled, stored as it is until due).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PushOp {
     pub app: String,
     pub id: String,
@@ -22,18 +46,35 @@ pub struct PushOp {
     pub data: Option<serde_json::Map<String, serde_json::Value>>,
     pub priority: Priority,
     pub created_at_ms: u64,
-    /// `None` means TTL 0: send to connected devices only, store nothing for others.
-    pub expires_at_ms: Option<u64>,
+    /// Seconds from sending; 0 = send to connected devices only, store nothing.
+    pub ttl_secs: u64,
+    pub collapse_key: Option<String>,
+    /// Send at this time instead of now.
+    pub send_at_ms: Option<u64>,
+    pub idempotency: Option<Idempotency>,
+    /// Most entries one device's mailbox holds; the oldest is dropped past it.
+    pub mailbox_cap: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PushReply {
     pub id: String,
-    pub recipients: u64,
-    pub seq: u64,
+    /// Known for device and user targets; `None` for topics, `all` and scheduled pushes.
+    pub recipients: Option<u64>,
+    /// Set when the push waits for its send time.
+    pub scheduled_at_ms: Option<u64>,
+    /// The first answer to this idempotency key, returned again; nothing was sent.
+    pub replayed: bool,
+    /// The message's sequence number when it was sent now.
+    pub seq: Option<u64>,
 }
 
-fn resolve(txn: &WriteTransaction, app: &str, target: &Target) -> Result<Vec<String>, StoreError> {
+fn resolve(
+    txn: &WriteTransaction,
+    app: &str,
+    target: &Target,
+    strict: bool,
+) -> Result<Vec<String>, StoreError> {
     let mut out = Vec::new();
     match target {
         Target::Devices(ids) => {
@@ -43,7 +84,7 @@ fn resolve(txn: &WriteTransaction, app: &str, target: &Target) -> Result<Vec<Str
                     out.push(id.clone());
                 }
             }
-            if ids.len() == 1 && out.is_empty() {
+            if strict && ids.len() == 1 && out.is_empty() {
                 return Err(StoreError::NotFound);
             }
         }
@@ -62,199 +103,374 @@ fn resolve(txn: &WriteTransaction, app: &str, target: &Target) -> Result<Vec<Str
             out.sort_unstable();
             out.dedup();
         }
+        Target::Topic(_) | Target::All => {}
     }
     Ok(out)
 }
 
+fn remember(
+    txn: &WriteTransaction,
+    op: &PushOp,
+    reply: &PushReply,
+    now: u64,
+) -> Result<(), StoreError> {
+    let Some(idem) = &op.idempotency else {
+        return Ok(());
+    };
+    let record = IdempotencyRecord {
+        request_sha256: idem.request_sha256.clone(),
+        id: reply.id.clone(),
+        recipients: reply.recipients,
+        created_at_ms: now,
+        scheduled_at_ms: reply.scheduled_at_ms,
+    };
+    txn.open_table(IDEMPOTENCY)?.insert(
+        (op.app.as_str(), idem.key.as_str()),
+        to_json("idempotency", &record)?.as_slice(),
+    )?;
+    txn.open_table(IDEMPOTENCY_EXPIRY)?.insert(
+        (
+            now + IDEMPOTENCY_WINDOW_MS,
+            op.app.as_str(),
+            idem.key.as_str(),
+        ),
+        (),
+    )?;
+    Ok(())
+}
+
+/// Accepts a push: replays an idempotent retry, schedules a future one, or sends it now.
 pub(crate) fn push(
     txn: &WriteTransaction,
     state: &mut WriterState,
     op: PushOp,
 ) -> Result<PushReply, StoreError> {
-    let devices = resolve(txn, &op.app, &op.target)?;
+    let now = state.clock;
+    if let Some(idem) = &op.idempotency {
+        let table = txn.open_table(IDEMPOTENCY)?;
+        let found = table.get((op.app.as_str(), idem.key.as_str()))?;
+        if let Some(v) = found {
+            let first: IdempotencyRecord = from_json("idempotency", v.value())?;
+            if first.request_sha256 != idem.request_sha256 {
+                return Err(StoreError::Conflict(
+                    "this idempotency_key was used with a different request in the last 24 hours"
+                        .into(),
+                ));
+            }
+            return Ok(PushReply {
+                id: first.id,
+                recipients: first.recipients,
+                scheduled_at_ms: first.scheduled_at_ms,
+                replayed: true,
+                seq: None,
+            });
+        }
+    }
+    if let Some(at) = op.send_at_ms.filter(|&at| at > now) {
+        if matches!(&op.target, Target::Devices(_)) {
+            resolve(txn, &op.app, &op.target, true)?;
+        }
+        let record = MessageRecord {
+            id: op.id.clone(),
+            seq: 0,
+            created_at_ms: op.created_at_ms,
+            expires_at_ms: at.saturating_add(op.ttl_secs.saturating_mul(1000)),
+            target: op.target.summary(),
+            targeted: 0,
+            delivered: 0,
+            acked: 0,
+            opened: 0,
+            expired: 0,
+            pending: 0,
+            topic: None,
+            lifecycle: Lifecycle::Scheduled,
+            send_at_ms: Some(at),
+            collapse_key: op.collapse_key.clone(),
+            replaced: 0,
+            dropped: 0,
+            cancelled: 0,
+            live_only: false,
+        };
+        save_message(txn, &op.app, &record)?;
+        txn.open_table(SCHEDULE)?.insert(
+            (at, op.app.as_str(), op.id.as_str()),
+            to_json("schedule", &op)?.as_slice(),
+        )?;
+        let reply = PushReply {
+            id: op.id.clone(),
+            recipients: None,
+            scheduled_at_ms: Some(at),
+            replayed: false,
+            seq: None,
+        };
+        remember(txn, &op, &reply, now)?;
+        return Ok(reply);
+    }
+    let reply = send_now(txn, state, &op, true)?;
+    remember(txn, &op, &reply, now)?;
+    Ok(reply)
+}
+
+/// Stores and publishes a push at the writer's current time. `strict` refuses an unknown
+/// single device (API calls); released schedules are not strict (the device may be gone).
+pub(crate) fn send_now(
+    txn: &WriteTransaction,
+    state: &mut WriterState,
+    op: &PushOp,
+    strict: bool,
+) -> Result<PushReply, StoreError> {
+    let now = state.clock;
+    let app = op.app.as_str();
+    let devices = resolve(txn, app, &op.target, strict)?;
+    let topic = match &op.target {
+        Target::Topic(t) => Some(t.as_str()),
+        Target::All => Some(ALL_TOPIC),
+        _ => None,
+    };
     let seq = state.next_seq;
     state.next_seq += 1;
-    let sent_at = format_rfc3339_ms(op.created_at_ms);
+    let sent_at = format_rfc3339_ms(now);
     let frame = encode_message_frame(
         &op.id,
         seq,
-        op.notification.as_ref(),
-        op.data.as_ref(),
-        op.priority,
-        &sent_at,
+        FrameParts {
+            notification: op.notification.as_ref(),
+            data: op.data.as_ref(),
+            topic: topic.filter(|t| *t != ALL_TOPIC),
+            collapse_key: op.collapse_key.as_deref(),
+            priority: op.priority,
+            sent_at: &sent_at,
+        },
     )
     .map_err(|e| StoreError::Invalid(e.to_string()))?;
-    let app = op.app.as_str();
-    let stored = op.expires_at_ms.is_some() && !devices.is_empty();
-    let expires_at_ms = op.expires_at_ms.unwrap_or(op.created_at_ms);
-    if stored {
-        txn.open_table(BODIES)?
-            .insert((app, seq), frame.as_slice())?;
-        let entry = MailboxEntry {
-            expires_at_ms,
-            delivered: false,
-            message_id: op.id.clone(),
-        }
-        .encode();
-        let mut mailbox = txn.open_table(MAILBOX)?;
-        for device in &devices {
-            mailbox.insert((app, device.as_str(), seq), entry.as_slice())?;
-        }
-    }
-    let targeted = devices.len() as u64;
-    let record = MessageRecord {
+    let expires_at_ms = now.saturating_add(op.ttl_secs.saturating_mul(1000));
+    let live_only = op.ttl_secs == 0;
+    // What live sessions are told: a `ttl: 0` message is still "now" while it waits in the
+    // outbox of a session that was connected when it was sent.
+    let live_expires_at_ms = if live_only {
+        state.live_only.insert(
+            (app.to_owned(), seq),
+            (op.id.clone(), now + LIVE_ONLY_WINDOW_MS),
+        );
+        now + LIVE_ONLY_WINDOW_MS
+    } else {
+        expires_at_ms
+    };
+    let mut record = MessageRecord {
         id: op.id.clone(),
         seq,
         created_at_ms: op.created_at_ms,
         expires_at_ms,
         target: op.target.summary(),
-        targeted,
+        targeted: 0,
         delivered: 0,
         acked: 0,
         opened: 0,
         expired: 0,
-        pending: if stored { targeted } else { 0 },
+        pending: 0,
+        topic: topic.map(str::to_owned),
+        lifecycle: Lifecycle::Accepted,
+        send_at_ms: op.send_at_ms,
+        collapse_key: op.collapse_key.clone(),
+        replaced: 0,
+        dropped: 0,
+        cancelled: 0,
+        live_only,
     };
-    txn.open_table(MESSAGES)?.insert(
-        (app, op.id.as_str()),
-        to_json("messages", &record)?.as_slice(),
-    )?;
-    if !devices.is_empty() {
-        state.events.push(Committed::Deliver {
-            app: op.app.clone(),
-            devices,
-            seq,
-            expires_at_ms,
-            frame: Bytes::from(frame),
-        });
+    let frame = Bytes::from(frame);
+    let entry = MailboxEntry {
+        expires_at_ms,
+        delivered: false,
+        message_id: op.id.clone(),
     }
+    .encode();
+    if let Some(topic) = topic {
+        record.targeted = txn
+            .open_table(TOPIC_COUNTS)?
+            .get((app, topic))?
+            .map_or(0, |v| v.value());
+        if !live_only {
+            txn.open_table(BODIES)?.insert((app, seq), frame.as_ref())?;
+            txn.open_table(TOPIC_LOG)?
+                .insert((app, topic, seq), entry.as_slice())?;
+            if let Some(key) = &op.collapse_key {
+                collapse_topic(txn, app, topic, key, seq)?;
+            }
+        }
+        state.events.push(Committed::Broadcast {
+            app: app.to_owned(),
+            topic: topic.to_owned(),
+            seq,
+            expires_at_ms: live_expires_at_ms,
+            frame,
+        });
+    } else {
+        record.targeted = devices.len() as u64;
+        if !live_only && !devices.is_empty() {
+            txn.open_table(BODIES)?.insert((app, seq), frame.as_ref())?;
+            for device in &devices {
+                if let Some(key) = &op.collapse_key {
+                    collapse_device(txn, state, app, device, key, seq)?;
+                }
+                make_room(txn, state, app, device, op.mailbox_cap)?;
+                txn.open_table(MAILBOX)?
+                    .insert((app, device.as_str(), seq), entry.as_slice())?;
+                txn.open_table(MSG_RECIPIENTS)?
+                    .insert((app, op.id.as_str(), device.as_str()), ())?;
+                let mut pending = txn.open_table(DEVICE_PENDING)?;
+                let n = pending
+                    .get((app, device.as_str()))?
+                    .map_or(0, |v| v.value());
+                pending.insert((app, device.as_str()), n + 1)?;
+            }
+            record.pending = record.targeted;
+        }
+        if !devices.is_empty() {
+            state.events.push(Committed::Deliver {
+                app: app.to_owned(),
+                devices: devices.clone(),
+                seq,
+                expires_at_ms: live_expires_at_ms,
+                frame,
+            });
+        }
+    }
+    if live_only {
+        // Nothing to expire; the record (status and counts) is forgotten like any other.
+        txn.open_table(EXPIRY)?.insert(
+            (
+                expires_at_ms.saturating_add(RECORD_RETENTION_MS),
+                app,
+                op.id.as_str(),
+            ),
+            FORGET_RECORD,
+        )?;
+    } else {
+        txn.open_table(EXPIRY)?
+            .insert((expires_at_ms, app, op.id.as_str()), EXPIRE_CONTENT)?;
+    }
+    // Collapse and the cap above touch only older messages' records, never this one.
+    save_message(txn, app, &record)?;
+    state.count(app, |s| s.accepted += 1);
+    let recipients = match op.target {
+        Target::Topic(_) | Target::All => None,
+        _ => Some(record.targeted),
+    };
     Ok(PushReply {
-        id: op.id,
-        recipients: targeted,
-        seq,
+        id: op.id.clone(),
+        recipients,
+        scheduled_at_ms: None,
+        replayed: false,
+        seq: Some(seq),
     })
 }
 
-fn load_message(
-    messages: &redb::Table<'_, (&str, &str), &[u8]>,
-    app: &str,
-    id: &str,
-) -> Result<Option<MessageRecord>, StoreError> {
-    messages
-        .get((app, id))?
-        .map(|v| from_json::<MessageRecord>("messages", v.value()))
-        .transpose()
-}
-
-/// Acks by message id: each removes one mailbox entry of this device.
-pub(crate) fn ack(
+/// A newer message with the same key replaces an older undelivered one for this device.
+fn collapse_device(
     txn: &WriteTransaction,
+    state: &mut WriterState,
     app: &str,
     device: &str,
-    ids: &[String],
-) -> Result<usize, StoreError> {
-    let mut messages = txn.open_table(MESSAGES)?;
-    let mut mailbox = txn.open_table(MAILBOX)?;
-    let mut bodies = txn.open_table(BODIES)?;
-    let mut acked = 0;
-    for id in ids {
-        let Some(mut m) = load_message(&messages, app, id)? else {
-            continue;
-        };
-        let removed = mailbox
-            .remove((app, device, m.seq))?
-            .map(|v| MailboxEntry::decode(v.value()))
-            .transpose()?;
-        let Some(entry) = removed else { continue };
-        acked += 1;
-        m.acked += 1;
-        if !entry.delivered {
-            m.delivered += 1;
-        }
-        m.pending = m.pending.saturating_sub(1);
-        if m.pending == 0 {
-            bodies.remove((app, m.seq))?;
-        }
-        messages.insert((app, id.as_str()), to_json("messages", &m)?.as_slice())?;
-    }
-    Ok(acked)
-}
-
-/// Marks mailbox entries as written to the device once, counting each message once.
-pub(crate) fn delivered(
-    txn: &WriteTransaction,
-    app: &str,
-    device: &str,
-    seqs: &[u64],
+    key: &str,
+    seq: u64,
 ) -> Result<(), StoreError> {
-    let mut messages = txn.open_table(MESSAGES)?;
-    let mut mailbox = txn.open_table(MAILBOX)?;
-    for &seq in seqs {
-        let current = mailbox
-            .get((app, device, seq))?
+    let old = txn
+        .open_table(COLLAPSE_DEVICE)?
+        .get((app, device, key))?
+        .map(|v| v.value());
+    if let Some(old_seq) = old {
+        let entry = txn
+            .open_table(MAILBOX)?
+            .get((app, device, old_seq))?
             .map(|v| MailboxEntry::decode(v.value()))
             .transpose()?;
-        let Some(mut entry) = current else { continue };
-        if entry.delivered {
-            continue;
+        if let Some(entry) = entry.filter(|e| !e.delivered) {
+            release_entry(txn, state, app, device, old_seq, &entry, Outcome::Replaced)?;
         }
-        entry.delivered = true;
-        mailbox.insert((app, device, seq), entry.encode().as_slice())?;
-        if let Some(mut m) = load_message(&messages, app, &entry.message_id)? {
-            m.delivered += 1;
-            messages.insert((app, m.id.as_str()), to_json("messages", &m)?.as_slice())?;
+    }
+    txn.open_table(COLLAPSE_DEVICE)?
+        .insert((app, device, key), seq)?;
+    Ok(())
+}
+
+/// A newer topic message with the same key replaces the older one in the topic log:
+/// devices that have not received the older one will only get the newer.
+fn collapse_topic(
+    txn: &WriteTransaction,
+    app: &str,
+    topic: &str,
+    key: &str,
+    seq: u64,
+) -> Result<(), StoreError> {
+    let old = txn
+        .open_table(COLLAPSE_TOPIC)?
+        .insert((app, topic, key), seq)?
+        .map(|v| v.value());
+    if let Some(old_seq) = old {
+        let removed = txn
+            .open_table(TOPIC_LOG)?
+            .remove((app, topic, old_seq))?
+            .map(|v| MailboxEntry::decode(v.value()))
+            .transpose()?;
+        if let Some(entry) = removed {
+            txn.open_table(BODIES)?.remove((app, old_seq))?;
+            if let Some(mut m) = load_message(txn, app, &entry.message_id)? {
+                m.replaced = m.targeted.saturating_sub(m.delivered);
+                save_message(txn, app, &m)?;
+            }
         }
     }
     Ok(())
 }
 
-/// Counts `opened` reports; unknown ids are ignored and a count never passes `targeted`.
-pub(crate) fn opened(txn: &WriteTransaction, app: &str, ids: &[String]) -> Result<(), StoreError> {
-    let mut messages = txn.open_table(MESSAGES)?;
-    for id in ids {
-        if let Some(mut m) = load_message(&messages, app, id)? {
-            if m.opened < m.targeted {
-                m.opened += 1;
-                messages.insert((app, id.as_str()), to_json("messages", &m)?.as_slice())?;
-            }
-        }
+/// Drops the oldest entries of a full mailbox, counting them for the device's `gap` frame.
+fn make_room(
+    txn: &WriteTransaction,
+    state: &mut WriterState,
+    app: &str,
+    device: &str,
+    cap: u64,
+) -> Result<(), StoreError> {
+    let cap = cap.max(1);
+    let mut held = txn
+        .open_table(DEVICE_PENDING)?
+        .get((app, device))?
+        .map_or(0, |v| v.value());
+    let mut dropped = 0;
+    while held >= cap {
+        let oldest = first_entry(txn, app, device)?;
+        let Some((seq, entry)) = oldest else { break };
+        release_entry(txn, state, app, device, seq, &entry, Outcome::Dropped)?;
+        held -= 1;
+        dropped += 1;
+    }
+    if dropped > 0 {
+        let mut gaps = txn.open_table(GAPS)?;
+        let before = gaps.get((app, device))?.map_or(0, |v| v.value());
+        gaps.insert((app, device), before + dropped)?;
+        state.events.push(Committed::Gap {
+            app: app.to_owned(),
+            device: device.to_owned(),
+        });
     }
     Ok(())
 }
 
-/// Removes an app's message records and bodies (its mailboxes are gone with its devices).
-pub(crate) fn delete_app_messages(txn: &WriteTransaction, app: &str) -> Result<(), StoreError> {
-    let mut messages = txn.open_table(MESSAGES)?;
-    let ids: Vec<String> = {
-        let mut out = Vec::new();
-        for row in messages.range((app, "")..)? {
-            let (k, _) = row?;
-            let (a, id) = k.value();
-            if a != app {
-                break;
-            }
-            out.push(id.to_owned());
-        }
-        out
+/// The oldest entry of a device's mailbox.
+fn first_entry(
+    txn: &WriteTransaction,
+    app: &str,
+    device: &str,
+) -> Result<Option<(u64, MailboxEntry)>, StoreError> {
+    let mailbox = txn.open_table(MAILBOX)?;
+    let mut range = mailbox.range((app, device, 0u64)..)?;
+    let Some(row) = range.next() else {
+        return Ok(None);
     };
-    for id in &ids {
-        messages.remove((app, id.as_str()))?;
+    let (k, v) = row?;
+    let (a, d, seq) = k.value();
+    if a != app || d != device {
+        return Ok(None);
     }
-    let mut bodies = txn.open_table(BODIES)?;
-    let seqs: Vec<u64> = {
-        let mut out = Vec::new();
-        for row in bodies.range((app, 0u64)..)? {
-            let (k, _) = row?;
-            let (a, seq) = k.value();
-            if a != app {
-                break;
-            }
-            out.push(seq);
-        }
-        out
-    };
-    for seq in seqs {
-        bodies.remove((app, seq))?;
-    }
-    Ok(())
+    Ok(Some((seq, MailboxEntry::decode(v.value())?)))
 }

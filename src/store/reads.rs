@@ -5,8 +5,9 @@ use redb::ReadableDatabase;
 
 use super::records::{AppRecord, CredentialRecord, DeviceRecord, MessageRecord, UserRecord};
 use super::tables::{
-    from_json, MailboxEntry, APPS, APP_CREDENTIALS, BODIES, CONSOLE_USERS, CREDENTIALS, DEVICES,
-    DEVICE_HOME, MAILBOX, MESSAGES, META, META_INITIALIZED, USER_DEVICES,
+    from_json, Cursor, MailboxEntry, StatsRow, APPS, APP_CREDENTIALS, BODIES, CONSOLE_USERS,
+    CREDENTIALS, DEVICES, DEVICE_HOME, GAPS, MAILBOX, MESSAGES, META, META_INITIALIZED, STATS,
+    SUBSCRIPTIONS, TOPIC_COUNTS, TOPIC_LOG, USER_DEVICES,
 };
 use super::{Store, StoreError};
 
@@ -16,6 +17,8 @@ pub struct PendingEntry {
     pub seq: u64,
     pub expires_at_ms: u64,
     pub frame: Bytes,
+    /// The topic log it came from; `None` for the device's own mailbox.
+    pub topic: Option<String>,
 }
 
 impl Store {
@@ -161,7 +164,9 @@ impl Store {
         value.map(|v| from_json("messages", v.value())).transpose()
     }
 
-    /// Up to `limit` pending, unexpired messages of a device with `seq > after`, in order.
+    /// Up to `limit` pending, unexpired messages of a device with `seq > after`, in seq
+    /// order: its mailbox merged with each subscribed topic's log after the device's cursor.
+    /// Fewer than `limit` means there is nothing more right now.
     ///
     /// # Errors
     /// Storage errors or a corrupt entry.
@@ -175,31 +180,102 @@ impl Store {
     ) -> Result<Vec<PendingEntry>, StoreError> {
         let txn = self.db().begin_read()?;
         let mailbox = txn.open_table(MAILBOX)?;
+        let topic_log = txn.open_table(TOPIC_LOG)?;
+        let subs = txn.open_table(SUBSCRIPTIONS)?;
         let bodies = txn.open_table(BODIES)?;
         let mut out = Vec::new();
-        let start = after.saturating_add(1);
-        for row in mailbox.range((app, device, start)..)? {
-            let (k, v) = row?;
-            let (a, d, seq) = k.value();
-            if a != app || d != device {
-                break;
-            }
-            let entry = MailboxEntry::decode(v.value())?;
+        // Adds an entry unless it expired or lost its body; says whether it was added.
+        let add = |seq: u64,
+                   bytes: &[u8],
+                   topic: Option<&str>,
+                   out: &mut Vec<PendingEntry>|
+         -> Result<bool, StoreError> {
+            let entry = MailboxEntry::decode(bytes)?;
             if entry.expires_at_ms <= now_ms {
-                continue;
+                return Ok(false);
             }
             let Some(body) = bodies.get((app, seq))? else {
-                continue;
+                return Ok(false);
             };
             out.push(PendingEntry {
                 seq,
                 expires_at_ms: entry.expires_at_ms,
                 frame: Bytes::copy_from_slice(body.value()),
+                topic: topic.map(str::to_owned),
             });
-            if out.len() >= limit {
+            Ok(true)
+        };
+        let mut taken = 0;
+        for row in mailbox.range((app, device, after.saturating_add(1))..)? {
+            let (k, v) = row?;
+            let (a, d, seq) = k.value();
+            if a != app || d != device || taken >= limit {
                 break;
             }
+            taken += usize::from(add(seq, v.value(), None, &mut out)?);
+        }
+        for row in subs.range((app, device, "")..)? {
+            let (k, v) = row?;
+            let (a, d, topic) = k.value();
+            if a != app || d != device {
+                break;
+            }
+            let cursor = Cursor::decode(v.value())?;
+            let start = after.max(cursor.acked).saturating_add(1);
+            let mut taken = 0;
+            for row in topic_log.range((app, topic, start)..)? {
+                let (k, v) = row?;
+                let (a, t, seq) = k.value();
+                if a != app || t != topic || taken >= limit {
+                    break;
+                }
+                taken += usize::from(add(seq, v.value(), Some(topic), &mut out)?);
+            }
+        }
+        out.sort_unstable_by_key(|e| e.seq);
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    /// How many messages the device's mailbox cap dropped that it has not been told about.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn gap(&self, app: &str, device: &str) -> Result<u64, StoreError> {
+        let txn = self.db().begin_read()?;
+        let table = txn.open_table(GAPS)?;
+        let value = table.get((app, device))?;
+        Ok(value.map_or(0, |v| v.value()))
+    }
+
+    /// Per-minute statistics of an app for minutes in `[from, to)`.
+    ///
+    /// # Errors
+    /// Storage errors or a corrupt row.
+    pub fn stats(
+        &self,
+        app: &str,
+        from_minute: u64,
+        to_minute: u64,
+    ) -> Result<Vec<(u64, StatsRow)>, StoreError> {
+        let txn = self.db().begin_read()?;
+        let table = txn.open_table(STATS)?;
+        let mut out = Vec::new();
+        for row in table.range((app, from_minute)..(app, to_minute))? {
+            let (k, v) = row?;
+            out.push((k.value().1, StatsRow::decode(v.value())?));
         }
         Ok(out)
+    }
+
+    /// Subscribers of a topic (`$all`: devices of the app).
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn topic_subscribers(&self, app: &str, topic: &str) -> Result<u64, StoreError> {
+        let txn = self.db().begin_read()?;
+        let table = txn.open_table(TOPIC_COUNTS)?;
+        let value = table.get((app, topic))?;
+        Ok(value.map_or(0, |v| v.value()))
     }
 }

@@ -14,6 +14,8 @@ pub struct AppLimits {
     pub max_ttl: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_ttl: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mailbox_cap: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -24,6 +26,9 @@ pub struct AppRecord {
     /// HS256 secret for user tokens. Kept in clear: the server must sign-check with it.
     pub signing_secret: String,
     pub limits: AppLimits,
+    /// Whether devices may subscribe to topics themselves with a `subscribe` frame.
+    #[serde(default)]
+    pub allow_client_subscribe: bool,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
@@ -90,9 +95,23 @@ pub struct DeviceRecord {
     pub last_seen_ms: Option<u64>,
 }
 
+/// Where a message is in its life.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Lifecycle {
+    /// Stored for its recipients (or sent live, with TTL 0).
+    #[default]
+    Accepted,
+    /// Waiting in the schedule for `send_at`.
+    Scheduled,
+    /// Cancelled before (full) delivery.
+    Cancelled,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct MessageRecord {
     pub id: String,
+    /// 0 while scheduled.
     pub seq: u64,
     pub created_at_ms: u64,
     pub expires_at_ms: u64,
@@ -104,4 +123,38 @@ pub struct MessageRecord {
     pub expired: u64,
     /// Mailbox entries still holding this message; its body is deleted at zero.
     pub pending: u64,
+    /// The topic log holding it (`$all` for broadcasts); `None` for direct messages.
+    #[serde(default)]
+    pub topic: Option<String>,
+    #[serde(default)]
+    pub lifecycle: Lifecycle,
+    #[serde(default)]
+    pub send_at_ms: Option<u64>,
+    #[serde(default)]
+    pub collapse_key: Option<String>,
+    /// Undelivered copies replaced by a newer message with the same collapse key.
+    #[serde(default)]
+    pub replaced: u64,
+    /// Copies dropped because a device's mailbox was full (each told by a `gap` frame).
+    #[serde(default)]
+    pub dropped: u64,
+    /// Copies removed by cancellation (or because their device was deleted).
+    #[serde(default)]
+    pub cancelled: u64,
+    /// TTL 0: offered to connected devices only, never stored.
+    #[serde(default)]
+    pub live_only: bool,
+}
+
+/// The first answer to a push with an idempotency key, kept for 24 hours.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    /// SHA-256 of the canonical request, to tell a retry from a different request.
+    pub request_sha256: String,
+    pub id: String,
+    pub recipients: Option<u64>,
+    pub created_at_ms: u64,
+    /// The send time of a scheduled push, part of the first answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_at_ms: Option<u64>,
 }

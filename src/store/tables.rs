@@ -14,9 +14,24 @@
 //! | `messages` | (app, message id) | JSON [`MessageRecord`](super::records::MessageRecord) |
 //! | `bodies` | (app, seq) | the encoded `message` frame, shared by all recipients |
 //! | `mailbox` | (app, device, seq) | [`MailboxEntry`] (binary, below) |
+//! | `msg_recipients` | (app, message id, device) | () — devices a direct message was stored for |
+//! | `device_pending` | (app, device) | u64 — mailbox entries held (for the mailbox cap) |
+//! | `gaps` | (app, device) | u64 — entries dropped by the cap, not yet told to the device |
+//! | `topic_log` | (app, topic, seq) | [`MailboxEntry`] (the `delivered` flag unused) |
+//! | `topic_counts` | (app, topic) | u64 — subscribers (the `$all` topic counts every device) |
+//! | `subscriptions` | (app, device, topic) | [`Cursor`] (binary, below) |
+//! | `expiry` | (at ms, app, message id) | u8 phase: 0 = expire the content, 1 = forget the record |
+//! | `collapse_device` | (app, device, collapse key) | seq of the newest message with that key |
+//! | `collapse_topic` | (app, topic, collapse key) | seq of the newest message with that key |
+//! | `schedule` | (send at ms, app, message id) | JSON [`ScheduledPush`](super::records::ScheduledPush) |
+//! | `idempotency` | (app, key) | JSON [`IdempotencyRecord`](super::records::IdempotencyRecord) |
+//! | `idempotency_expiry` | (at ms, app, key) | () |
+//! | `stats` | (app, minute since epoch) | [`StatsRow`] (5 × u64 BE) |
 //!
 //! `seq` is one counter for the whole store, assigned by the writer in commit order, so a
-//! device's mailbox in key order is the order its messages were accepted.
+//! device's mailbox in key order is the order its messages were accepted. Topic and `all`
+//! pushes are stored once, in `topic_log`; each device keeps a [`Cursor`] per topic. The
+//! `all` target is the reserved topic [`ALL_TOPIC`], which every device is subscribed to.
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -38,10 +53,39 @@ pub const USER_DEVICES: TableDefinition<(&str, &str, &str), ()> =
 pub const MESSAGES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("messages");
 pub const BODIES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("bodies");
 pub const MAILBOX: TableDefinition<(&str, &str, u64), &[u8]> = TableDefinition::new("mailbox");
+pub const MSG_RECIPIENTS: TableDefinition<(&str, &str, &str), ()> =
+    TableDefinition::new("msg_recipients");
+pub const DEVICE_PENDING: TableDefinition<(&str, &str), u64> =
+    TableDefinition::new("device_pending");
+pub const GAPS: TableDefinition<(&str, &str), u64> = TableDefinition::new("gaps");
+pub const TOPIC_LOG: TableDefinition<(&str, &str, u64), &[u8]> = TableDefinition::new("topic_log");
+pub const TOPIC_COUNTS: TableDefinition<(&str, &str), u64> = TableDefinition::new("topic_counts");
+pub const SUBSCRIPTIONS: TableDefinition<(&str, &str, &str), &[u8]> =
+    TableDefinition::new("subscriptions");
+pub const EXPIRY: TableDefinition<(u64, &str, &str), u8> = TableDefinition::new("expiry");
+pub const COLLAPSE_DEVICE: TableDefinition<(&str, &str, &str), u64> =
+    TableDefinition::new("collapse_device");
+pub const COLLAPSE_TOPIC: TableDefinition<(&str, &str, &str), u64> =
+    TableDefinition::new("collapse_topic");
+pub const SCHEDULE: TableDefinition<(u64, &str, &str), &[u8]> = TableDefinition::new("schedule");
+pub const IDEMPOTENCY: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("idempotency");
+pub const IDEMPOTENCY_EXPIRY: TableDefinition<(u64, &str, &str), ()> =
+    TableDefinition::new("idempotency_expiry");
+pub const STATS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("stats");
+
+/// The reserved topic every device of an app is subscribed to: the `all` target. Topic names
+/// from users cannot start with `$`.
+pub const ALL_TOPIC: &str = "$all";
+
+/// Expiry phases in the `expiry` table.
+pub const EXPIRE_CONTENT: u8 = 0;
+pub const FORGET_RECORD: u8 = 1;
 
 pub const META_SCHEMA_VERSION: &str = "schema_version";
 pub const META_NEXT_SEQ: &str = "next_seq";
 pub const META_INITIALIZED: &str = "initialized";
+/// The latest wall-clock time (ms) the writer has seen; time never runs backwards for expiry.
+pub const META_CLOCK: &str = "clock_ms";
 
 /// One pending message in a device's mailbox:
 /// `expires_at_ms: u64 BE | flags: u8 | message id: UTF-8`.
@@ -88,11 +132,108 @@ impl MailboxEntry {
     }
 }
 
+/// A device's position in one topic log: the highest seq it acknowledged, and the highest
+/// seq counted as delivered to it. `acked: u64 BE | delivered: u64 BE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Cursor {
+    pub acked: u64,
+    pub delivered: u64,
+}
+
+impl Cursor {
+    #[must_use]
+    pub fn encode(&self) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        out[..8].copy_from_slice(&self.acked.to_be_bytes());
+        out[8..].copy_from_slice(&self.delivered.to_be_bytes());
+        out
+    }
+
+    /// # Errors
+    /// `Corrupt` when the bytes are not a cursor.
+    pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        let arr: [u8; 16] = bytes.try_into().map_err(|_| StoreError::Corrupt {
+            table: "subscriptions",
+            reason: "cursor is not 16 bytes".into(),
+        })?;
+        let (a, d) = arr.split_at(8);
+        let mut a8 = [0u8; 8];
+        let mut d8 = [0u8; 8];
+        a8.copy_from_slice(a);
+        d8.copy_from_slice(d);
+        Ok(Self {
+            acked: u64::from_be_bytes(a8),
+            delivered: u64::from_be_bytes(d8),
+        })
+    }
+}
+
+/// Per-app, per-minute counters: `accepted, delivered, acked, opened, expired`, u64 BE each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct StatsRow {
+    pub accepted: u64,
+    pub delivered: u64,
+    pub acked: u64,
+    pub opened: u64,
+    pub expired: u64,
+}
+
+impl StatsRow {
+    #[must_use]
+    pub fn encode(&self) -> [u8; 40] {
+        let mut out = [0u8; 40];
+        for (i, v) in [
+            self.accepted,
+            self.delivered,
+            self.acked,
+            self.opened,
+            self.expired,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            out[i * 8..i * 8 + 8].copy_from_slice(&v.to_be_bytes());
+        }
+        out
+    }
+
+    /// # Errors
+    /// `Corrupt` when the bytes are not a row.
+    pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        if bytes.len() != 40 {
+            return Err(StoreError::Corrupt {
+                table: "stats",
+                reason: "row is not 40 bytes".into(),
+            });
+        }
+        let at = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
+            u64::from_be_bytes(b)
+        };
+        Ok(Self {
+            accepted: at(0),
+            delivered: at(1),
+            acked: at(2),
+            opened: at(3),
+            expired: at(4),
+        })
+    }
+
+    pub fn add(&mut self, other: &StatsRow) {
+        self.accepted += other.accepted;
+        self.delivered += other.delivered;
+        self.acked += other.acked;
+        self.opened += other.opened;
+        self.expired += other.expired;
+    }
+}
+
 /// Creates every table, checks the schema version and returns the next sequence number.
 ///
 /// # Errors
 /// `SchemaTooNew` for a file written by a newer binary; storage errors.
-pub fn initialize(db: &redb::Database) -> Result<u64, StoreError> {
+pub fn initialize(db: &redb::Database) -> Result<(u64, u64), StoreError> {
     {
         let read = db.begin_read()?;
         if let Ok(meta) = read.open_table(META) {
@@ -109,12 +250,14 @@ pub fn initialize(db: &redb::Database) -> Result<u64, StoreError> {
     let mut txn = db.begin_write()?;
     txn.set_durability(redb::Durability::Immediate)?;
     let next_seq;
+    let clock;
     {
         let mut meta = txn.open_table(META)?;
         if meta.get(META_SCHEMA_VERSION)?.is_none() {
             meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION)?;
         }
         next_seq = meta.get(META_NEXT_SEQ)?.map_or(1, |v| v.value());
+        clock = meta.get(META_CLOCK)?.map_or(0, |v| v.value());
         txn.open_table(APPS)?;
         txn.open_table(CREDENTIALS)?;
         txn.open_table(APP_CREDENTIALS)?;
@@ -125,9 +268,22 @@ pub fn initialize(db: &redb::Database) -> Result<u64, StoreError> {
         txn.open_table(MESSAGES)?;
         txn.open_table(BODIES)?;
         txn.open_table(MAILBOX)?;
+        txn.open_table(MSG_RECIPIENTS)?;
+        txn.open_table(DEVICE_PENDING)?;
+        txn.open_table(GAPS)?;
+        txn.open_table(TOPIC_LOG)?;
+        txn.open_table(TOPIC_COUNTS)?;
+        txn.open_table(SUBSCRIPTIONS)?;
+        txn.open_table(EXPIRY)?;
+        txn.open_table(COLLAPSE_DEVICE)?;
+        txn.open_table(COLLAPSE_TOPIC)?;
+        txn.open_table(SCHEDULE)?;
+        txn.open_table(IDEMPOTENCY)?;
+        txn.open_table(IDEMPOTENCY_EXPIRY)?;
+        txn.open_table(STATS)?;
     }
     txn.commit()?;
-    Ok(next_seq)
+    Ok((next_seq, clock))
 }
 
 /// Serializes a JSON record.

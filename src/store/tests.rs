@@ -33,6 +33,7 @@ async fn app_with_devices(store: &Store, devices: &[&str]) {
                 suspended: false,
                 signing_secret: "s".into(),
                 limits: AppLimits::default(),
+                allow_client_subscribe: false,
             },
             credentials: vec![],
         })
@@ -55,7 +56,7 @@ async fn app_with_devices(store: &Store, devices: &[&str]) {
     }
 }
 
-fn push_to(device: &str, n: u32, expires_at_ms: Option<u64>) -> PushOp {
+fn push_to(device: &str, n: u32, ttl_secs: u64) -> PushOp {
     PushOp {
         app: "a".into(),
         id: format!("msg_{}x{n}", device.replace('_', "")),
@@ -67,12 +68,16 @@ fn push_to(device: &str, n: u32, expires_at_ms: Option<u64>) -> PushOp {
         data: None,
         priority: Priority::Normal,
         created_at_ms: now_ms(),
-        expires_at_ms,
+        ttl_secs,
+        collapse_key: None,
+        send_at_ms: None,
+        idempotency: None,
+        mailbox_cap: 1000,
     }
 }
 
-fn far() -> Option<u64> {
-    Some(now_ms() + 3_600_000)
+fn far() -> u64 {
+    3600
 }
 
 #[tokio::test]
@@ -126,7 +131,8 @@ async fn pending_messages_survive_reopen_in_order_and_seq_never_repeats() {
                 .push(push_to("dev_1", i, far()))
                 .await
                 .expect("push")
-                .seq;
+                .seq
+                .expect("sent now");
         }
         last_seq = seq;
         store.close();
@@ -140,10 +146,10 @@ async fn pending_messages_survive_reopen_in_order_and_seq_never_repeats() {
     let frame: serde_json::Value = serde_json::from_slice(&pending[7].frame).expect("json");
     assert_eq!(frame["notification"]["title"], "t7");
     let next = store.push(push_to("dev_1", 99, far())).await.expect("push");
+    let next = next.seq.expect("sent now");
     assert!(
-        next.seq > last_seq,
-        "seq {} reused after reopen (last {last_seq})",
-        next.seq
+        next > last_seq,
+        "seq {next} reused after reopen (last {last_seq})"
     );
     store.close();
 }
@@ -156,7 +162,7 @@ async fn acks_remove_entries_and_free_bodies_once_no_device_holds_them() {
     let mut op = push_to("dev_1", 1, far());
     op.target = Target::Devices(vec!["dev_1".into(), "dev_2".into()]);
     let reply = store.push(op).await.expect("push");
-    assert_eq!(reply.recipients, 2);
+    assert_eq!(reply.recipients, Some(2));
     assert_eq!(
         store
             .ack("a", "dev_1", vec![reply.id.clone()])
@@ -240,17 +246,25 @@ async fn expired_entries_are_not_returned_and_ttl_zero_stores_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (store, rec) = open(dir.path());
     app_with_devices(&store, &["dev_1"]).await;
-    store
-        .push(push_to("dev_1", 1, Some(now_ms() + 1)))
-        .await
-        .expect("push");
-    let live_only = store.push(push_to("dev_1", 2, None)).await.expect("push");
-    assert_eq!(live_only.recipients, 1);
-    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    assert!(store
-        .pending_after("a", "dev_1", 0, now_ms(), 10)
-        .expect("read")
-        .is_empty());
+    let mut short = push_to("dev_1", 1, 1);
+    short.created_at_ms = 0;
+    store.push(short).await.expect("push");
+    let live_only = store.push(push_to("dev_1", 2, 0)).await.expect("push");
+    assert_eq!(live_only.recipients, Some(1));
+    assert_eq!(
+        store
+            .pending_after("a", "dev_1", 0, now_ms(), 10)
+            .expect("read")
+            .len(),
+        1
+    );
+    assert!(
+        store
+            .pending_after("a", "dev_1", 0, now_ms() + 1500, 10)
+            .expect("read")
+            .is_empty(),
+        "expired entries are skipped"
+    );
     let published = rec
         .0
         .lock()

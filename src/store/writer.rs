@@ -3,15 +3,21 @@
 //! tells the [`CommitListener`] what became durable. Many requests per fsync is how
 //! durable throughput scales.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use redb::ReadableTable;
 use tokio::sync::{mpsc, oneshot};
 
 use super::ops_apps::{self, FirstStartOp, NewApp, NewCredential};
+use super::ops_delivery::{self, Cancelled};
 use super::ops_devices::{self, DevicePatch, NewDevice};
 use super::ops_messages::{self, PushOp, PushReply};
+use super::ops_sweep::{self, SweepReport};
 use super::records::{AppRecord, DeviceRecord};
+use super::tables::{StatsRow, META_CLOCK, STATS};
 use super::tables::{META, META_NEXT_SEQ};
 use super::{CommitListener, Committed, StoreError};
 
@@ -46,7 +52,7 @@ impl Default for WriterConfig {
 }
 
 pub(crate) enum Op {
-    Push(PushOp, Reply<PushReply>),
+    Push(Box<PushOp>, Reply<PushReply>),
     Ack {
         app: String,
         device: String,
@@ -56,11 +62,25 @@ pub(crate) enum Op {
     Delivered {
         app: String,
         device: String,
-        seqs: Vec<u64>,
+        items: Vec<(u64, Option<String>)>,
     },
     Opened {
         app: String,
         ids: Vec<String>,
+    },
+    Cancel {
+        app: String,
+        id: String,
+        reply: Reply<Cancelled>,
+    },
+    ClearGap {
+        app: String,
+        device: String,
+        told: u64,
+    },
+    Sweep {
+        now_ms: u64,
+        reply: Reply<SweepReport>,
     },
     FirstStart(Box<FirstStartOp>, Reply<()>),
     CreateApp(Box<NewApp>, Reply<()>),
@@ -110,8 +130,29 @@ pub struct WriterStats {
 /// State the writer carries between transactions.
 pub(crate) struct WriterState {
     pub next_seq: u64,
+    /// The writer's clock (ms): never behind any time it saw, so expiry never runs backwards.
+    pub clock: u64,
     /// Events of the current transaction, published after it commits.
     pub events: Vec<Committed>,
+    /// Statistics of the current transaction, by (app, minute), written before it commits.
+    pub stats: HashMap<(String, u64), StatsRow>,
+    pub next_stats_gc_ms: u64,
+    /// `ttl: 0` messages sent in the last [`LIVE_ONLY_WINDOW_MS`](super::ops_messages::LIVE_ONLY_WINDOW_MS):
+    /// (app, seq) → (message id, until ms). They have no mailbox or topic-log entry, so this
+    /// is how a session's delivery report finds the message to count it.
+    pub live_only: HashMap<(String, u64), (String, u64)>,
+}
+
+impl WriterState {
+    /// Adds to this minute's statistics of an app.
+    pub fn count(&mut self, app: &str, f: impl FnOnce(&mut StatsRow)) {
+        let minute = self.clock / 60_000;
+        f(self.stats.entry((app.to_owned(), minute)).or_default());
+    }
+
+    fn tick(&mut self) {
+        self.clock = self.clock.max(crate::domain::now_ms());
+    }
 }
 
 type Finish = Box<dyn FnOnce(bool) + Send>;
@@ -131,14 +172,15 @@ fn finish<T: Send + 'static>(reply: Reply<T>, result: Result<T, StoreError>) -> 
 pub(crate) fn spawn(
     db: Arc<redb::Database>,
     config: WriterConfig,
-    next_seq: u64,
+    start: (u64, u64),
     listener: Arc<dyn CommitListener>,
     stats: Arc<WriterStats>,
+    clock: Arc<AtomicU64>,
 ) -> Result<(mpsc::Sender<Op>, std::thread::JoinHandle<()>), StoreError> {
     let (tx, rx) = mpsc::channel(config.queue.max(1));
     let handle = std::thread::Builder::new()
         .name("warbler-writer".into())
-        .spawn(move || run(&db, config, next_seq, rx, &*listener, &stats))
+        .spawn(move || run(&db, config, start, rx, &*listener, &stats, &clock))
         .map_err(|e| StoreError::Storage(redb::Error::Io(e)))?;
     Ok((tx, handle))
 }
@@ -146,26 +188,36 @@ pub(crate) fn spawn(
 fn run(
     db: &redb::Database,
     config: WriterConfig,
-    next_seq: u64,
+    (next_seq, clock_ms): (u64, u64),
     mut rx: mpsc::Receiver<Op>,
     listener: &dyn CommitListener,
     stats: &WriterStats,
+    clock: &AtomicU64,
 ) {
     let mut state = WriterState {
         next_seq,
+        clock: clock_ms,
         events: Vec::new(),
+        stats: HashMap::new(),
+        next_stats_gc_ms: 0,
+        live_only: HashMap::new(),
     };
+    // Relaxed durability: commits skip fsync, but one is made durable at least every
+    // RELAXED_FLUSH, busy or idle.
     let mut unflushed = false;
+    let mut last_durable = std::time::Instant::now();
     let mut batch: Vec<Op> = Vec::with_capacity(config.max_batch);
     loop {
         let first = if unflushed {
-            if let Some(op) = recv_timeout(&mut rx, Duration::from_millis(50)) {
+            let left = RELAXED_FLUSH.saturating_sub(last_durable.elapsed());
+            if let Some(op) = recv_timeout(&mut rx, left) {
                 Some(op)
             } else {
                 if let Err(e) = flush(db) {
                     tracing::error!(error = %e, "relaxed-durability flush failed");
                 }
                 unflushed = false;
+                last_durable = std::time::Instant::now();
                 continue;
             }
         } else {
@@ -185,8 +237,18 @@ fn run(
             .filter(|op| !matches!(op, Op::Shutdown))
             .collect();
         if !ops.is_empty() {
-            commit_batch(db, config.durability, &mut state, ops, listener, stats);
-            unflushed = config.durability == Durability::Relaxed;
+            let durability = if config.durability == Durability::Relaxed
+                && last_durable.elapsed() < RELAXED_FLUSH
+            {
+                Durability::Relaxed
+            } else {
+                Durability::Immediate
+            };
+            commit_batch(db, durability, &mut state, ops, listener, stats, clock);
+            unflushed = durability == Durability::Relaxed;
+            if !unflushed {
+                last_durable = std::time::Instant::now();
+            }
         }
         if stop {
             // Take what is still queued, then stop.
@@ -195,7 +257,15 @@ fn run(
                 .filter(|op| !matches!(op, Op::Shutdown))
                 .collect();
             if !rest.is_empty() {
-                commit_batch(db, config.durability, &mut state, rest, listener, stats);
+                commit_batch(
+                    db,
+                    config.durability,
+                    &mut state,
+                    rest,
+                    listener,
+                    stats,
+                    clock,
+                );
             }
             break;
         }
@@ -207,6 +277,9 @@ fn run(
     }
     tracing::debug!("store writer stopped");
 }
+
+/// Longest time a relaxed-durability commit stays without fsync.
+const RELAXED_FLUSH: Duration = Duration::from_millis(50);
 
 fn recv_timeout(rx: &mut mpsc::Receiver<Op>, timeout: Duration) -> Option<Op> {
     let deadline = std::time::Instant::now() + timeout;
@@ -238,10 +311,13 @@ fn commit_batch(
     ops: Vec<Op>,
     listener: &dyn CommitListener,
     stats: &WriterStats,
+    clock: &AtomicU64,
 ) {
     let started = std::time::Instant::now();
     let count = ops.len();
     let seq_before = state.next_seq;
+    let clock_before = state.clock;
+    state.tick();
     let mut finishers: Vec<Finish> = Vec::with_capacity(ops.len());
     let outcome = (|| -> Result<(), StoreError> {
         let mut txn = db.begin_write()?;
@@ -258,6 +334,10 @@ fn commit_batch(
             txn.open_table(META)?
                 .insert(META_NEXT_SEQ, state.next_seq)?;
         }
+        if state.clock != clock_before {
+            txn.open_table(META)?.insert(META_CLOCK, state.clock)?;
+        }
+        flush_stats(&txn, state)?;
         txn.commit()?;
         Ok(())
     })();
@@ -267,10 +347,14 @@ fn commit_batch(
             tracing::error!(error = %e, requests = count, "store commit failed; answering 503");
             state.next_seq = seq_before;
             state.events.clear();
+            state.stats.clear();
             false
         }
     };
     if committed {
+        // Publish the clock before anyone hears of this commit, so a reader that saw the
+        // commit never sees an older clock.
+        clock.fetch_max(state.clock, Ordering::Release);
         use std::sync::atomic::Ordering::Relaxed;
         stats.commits.fetch_add(1, Relaxed);
         stats.requests.fetch_add(count as u64, Relaxed);
@@ -287,6 +371,23 @@ fn commit_batch(
         elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
         "batch committed"
     );
+}
+
+fn flush_stats(txn: &redb::WriteTransaction, state: &mut WriterState) -> Result<(), StoreError> {
+    if state.stats.is_empty() {
+        return Ok(());
+    }
+    let mut table = txn.open_table(STATS)?;
+    for ((app, minute), delta) in state.stats.drain() {
+        let mut row = table
+            .get((app.as_str(), minute))?
+            .map(|v| StatsRow::decode(v.value()))
+            .transpose()?
+            .unwrap_or_default();
+        row.add(&delta);
+        table.insert((app.as_str(), minute), row.encode().as_slice())?;
+    }
+    Ok(())
 }
 
 /// Applies one request to the open transaction. A refusal (not found, conflict, invalid)
@@ -315,7 +416,7 @@ fn apply(
     }
     match op {
         Op::Push(push, reply) => {
-            let r = ops_messages::push(txn, state, push);
+            let r = ops_messages::push(txn, state, *push);
             settle(finishers, reply, r)
         }
         Op::Ack {
@@ -324,11 +425,23 @@ fn apply(
             ids,
             reply,
         } => {
-            let r = ops_messages::ack(txn, &app, &device, &ids);
+            let r = ops_delivery::ack(txn, state, &app, &device, &ids);
             settle(finishers, reply, r)
         }
-        Op::Delivered { app, device, seqs } => ops_messages::delivered(txn, &app, &device, &seqs),
-        Op::Opened { app, ids } => ops_messages::opened(txn, &app, &ids),
+        Op::Delivered { app, device, items } => {
+            ops_delivery::delivered(txn, state, &app, &device, &items)
+        }
+        Op::Opened { app, ids } => ops_delivery::opened(txn, state, &app, &ids),
+        Op::Cancel { app, id, reply } => {
+            let r = ops_delivery::cancel(txn, state, &app, &id);
+            settle(finishers, reply, r)
+        }
+        Op::ClearGap { app, device, told } => ops_devices::clear_gap(txn, &app, &device, told),
+        Op::Sweep { now_ms, reply } => {
+            state.clock = state.clock.max(now_ms);
+            let r = ops_sweep::sweep(txn, state);
+            settle(finishers, reply, r)
+        }
         Op::FirstStart(op, reply) => {
             let r = ops_apps::first_start(txn, *op);
             settle(finishers, reply, r)
@@ -354,7 +467,7 @@ fn apply(
             settle(finishers, reply, r)
         }
         Op::RegisterDevice(device, reply) => {
-            let r = ops_devices::register(txn, *device);
+            let r = ops_devices::register(txn, state, *device);
             settle(finishers, reply, r)
         }
         Op::PatchDevice {
@@ -363,7 +476,7 @@ fn apply(
             patch,
             reply,
         } => {
-            let r = ops_devices::patch(txn, &app, &device, patch);
+            let r = ops_devices::patch(txn, state, &app, &device, patch);
             settle(finishers, reply, r)
         }
         Op::DeleteDevice { app, device, reply } => {

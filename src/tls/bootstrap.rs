@@ -337,7 +337,7 @@ mod tests {
     }
 
     fn names(hostnames: &[&str]) -> Vec<String> {
-        hostnames.iter().map(|s| s.to_string()).collect()
+        hostnames.iter().map(ToString::to_string).collect()
     }
 
     fn snapshot(paths: &TlsPaths) -> [Vec<u8>; 4] {

@@ -264,7 +264,7 @@ mod tests {
     fn bootstrapped(hostnames: &[&str]) -> (tempfile::TempDir, TlsPaths) {
         let dir = tempfile::tempdir().expect("tempdir");
         let tls_dir = dir.path().join("tls");
-        let names: Vec<String> = hostnames.iter().map(|s| s.to_string()).collect();
+        let names: Vec<String> = hostnames.iter().map(ToString::to_string).collect();
         ensure_bootstrap(&tls_dir, &names).expect("bootstrap");
         (dir, TlsPaths::in_dir(&tls_dir))
     }

@@ -156,12 +156,9 @@ async fn token_can_come_in_a_hello_frame_and_bad_tokens_are_refused() {
     assert_eq!(conn.device_id, device);
     conn.close().await.unwrap();
     // A bad token in the header is refused before the upgrade.
-    let err = s
-        .client
-        .open_ws(Some("wdt_dev_nope_nope"))
-        .await
-        .err()
-        .expect("refused");
+    let Err(err) = s.client.open_ws(Some("wdt_dev_nope_nope")).await else {
+        panic!("a bad token must be refused");
+    };
     assert!(err.to_string().contains("401"), "{err}");
     // A bad token in hello closes with 4001.
     let mut ws = s.client.open_ws(None).await.unwrap();

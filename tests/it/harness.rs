@@ -289,3 +289,464 @@ pub fn wait_for_exit(child: &mut Child, within: Duration) -> Option<std::process
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Restarts, polling, and HTTP clients for SSE, long-poll and custom headers.
+// ---------------------------------------------------------------------------------------
+
+/// Starts a server on an existing data dir (a restart). The credentials come from the
+/// first start's `initial-credentials.json`, which stays in the data dir.
+pub async fn start_in(data: tempfile::TempDir, tweak: impl FnOnce(&mut Config)) -> TestServer {
+    let mut config = test_config(data.path());
+    tweak(&mut config);
+    let app = App::build(config).await.expect("server builds");
+    let addr = app.local_addr();
+    let creds = match app.initial_credentials() {
+        Some(c) => c.clone(),
+        None => {
+            let text = std::fs::read_to_string(data.path().join("initial-credentials.json"))
+                .expect("credentials file");
+            serde_json::from_str(&text).expect("credentials json")
+        }
+    };
+    let shutdown = app.shutdown_token();
+    let task = tokio::spawn(app.run());
+    let client =
+        Client::new(&format!("https://{addr}"), &data.path().join("tls/ca.crt")).expect("client");
+    TestServer {
+        addr,
+        data,
+        creds,
+        client,
+        shutdown,
+        task,
+    }
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or panics with `what` after `within`.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within {within:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Total size in bytes of every file under `dir`.
+pub fn dir_size(dir: &Path) -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).expect("read dir") {
+        let entry = entry.expect("dir entry");
+        let meta = entry.metadata().expect("metadata");
+        if meta.is_dir() {
+            total += dir_size(&entry.path());
+        } else {
+            total += meta.len();
+        }
+    }
+    total
+}
+
+/// An HTTP response read whole: status, headers and JSON body (`Null` when empty).
+#[derive(Debug)]
+pub struct RawReply {
+    pub status: StatusCode,
+    pub headers: hyper::HeaderMap,
+    pub body: Value,
+}
+
+/// A server-sent event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseEvent {
+    pub event: String,
+    pub id: Option<String>,
+    pub data: String,
+}
+
+impl SseEvent {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.data).expect("event data is JSON")
+    }
+}
+
+/// An open `text/event-stream` response, read incrementally.
+pub struct SseStream {
+    body: hyper::body::Incoming,
+    buf: String,
+    /// Comment lines (heartbeats) seen so far.
+    pub comments: usize,
+    conn: tokio::task::JoinHandle<()>,
+    _sender: hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
+}
+
+impl Drop for SseStream {
+    fn drop(&mut self) {
+        // Closes the TCP connection, so the server sees the client go.
+        self.conn.abort();
+    }
+}
+
+impl SseStream {
+    /// The next event (comments skipped); `None` when the stream ended.
+    pub async fn next_event(&mut self) -> Option<SseEvent> {
+        use http_body_util::BodyExt;
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let record: String = self.buf.drain(..end + 2).collect();
+                let mut event = SseEvent {
+                    event: "message".into(),
+                    id: None,
+                    data: String::new(),
+                };
+                let mut any = false;
+                for line in record.lines() {
+                    if line.is_empty() {
+                        continue;
+                    }
+                    if line.starts_with(':') {
+                        self.comments += 1;
+                        continue;
+                    }
+                    let (field, value) = line.split_once(':').unwrap_or((line, ""));
+                    let value = value.strip_prefix(' ').unwrap_or(value);
+                    any = true;
+                    match field {
+                        "event" => value.clone_into(&mut event.event),
+                        "id" => event.id = Some(value.to_owned()),
+                        "data" => {
+                            if !event.data.is_empty() {
+                                event.data.push('\n');
+                            }
+                            event.data.push_str(value);
+                        }
+                        _ => {}
+                    }
+                }
+                if any {
+                    return Some(event);
+                }
+                continue;
+            }
+            let frame = self.body.frame().await?.ok()?;
+            if let Ok(data) = frame.into_data() {
+                self.buf
+                    .push_str(std::str::from_utf8(&data).expect("UTF-8 stream"));
+            }
+        }
+    }
+
+    /// The next event, or a panic after `within`.
+    pub async fn next_within(&mut self, within: Duration) -> Option<SseEvent> {
+        tokio::time::timeout(within, self.next_event())
+            .await
+            .unwrap_or_else(|_| panic!("no SSE event within {within:?}"))
+    }
+
+    /// The next `n` `message` events (other events skipped), as JSON frames.
+    pub async fn messages(&mut self, n: usize, within: Duration) -> Vec<(String, Value)> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut out = Vec::new();
+        while out.len() < n {
+            let ev = tokio::time::timeout_at(deadline, self.next_event())
+                .await
+                .unwrap_or_else(|_| panic!("only {} of {n} SSE messages in {within:?}", out.len()))
+                .unwrap_or_else(|| panic!("SSE stream ended after {} of {n}", out.len()));
+            if ev.event == "message" {
+                let id = ev.id.clone().expect("message events carry an id");
+                out.push((id, ev.json()));
+            }
+        }
+        out
+    }
+
+    /// Asserts that no `message` event arrives within `wait` (comments and others allowed).
+    pub async fn assert_no_message(&mut self, wait: Duration) {
+        let deadline = tokio::time::Instant::now() + wait;
+        while let Ok(ev) = tokio::time::timeout_at(deadline, self.next_event()).await {
+            match ev {
+                Some(ev) if ev.event == "message" => panic!("expected no message, got {ev:?}"),
+                Some(_) => {}
+                None => return,
+            }
+        }
+    }
+}
+
+impl TestServer {
+    /// One HTTP/1.1 connection over TLS, trusting the server's CA.
+    async fn http1(
+        &self,
+    ) -> (
+        hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let ca = self.data.path().join("tls/ca.crt");
+        let tls = warbler::tls::client_config_trusting(&ca, &[warbler::tls::ALPN_HTTP11])
+            .expect("tls config");
+        let tcp = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .expect("tcp connect");
+        let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+        let stream = tokio_rustls::TlsConnector::from(tls)
+            .connect(name, tcp)
+            .await
+            .expect("tls handshake");
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .expect("http1 handshake");
+        let task = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        (sender, task)
+    }
+
+    async fn send_http1(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> (
+        hyper::Response<hyper::body::Incoming>,
+        hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (mut sender, task) = self.http1().await;
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", format!("localhost:{}", self.addr.port()));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let bytes = match body {
+            Some(b) => {
+                req = req.header("content-type", "application/json");
+                bytes::Bytes::from(b.to_string())
+            }
+            None => bytes::Bytes::new(),
+        };
+        let req = req.body(http_body_util::Full::new(bytes)).expect("request");
+        let resp = sender.send_request(req).await.expect("response");
+        (resp, sender, task)
+    }
+
+    /// A request with arbitrary headers, read whole.
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> RawReply {
+        use http_body_util::BodyExt;
+        let (resp, _sender, task) = self.send_http1(method, path, headers, body).await;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+        task.abort();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| panic!("body is not JSON: {}", String::from_utf8_lossy(&bytes)))
+        };
+        RawReply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// Opens `GET path` as an event stream. `Err` carries a refusal (status and JSON body).
+    pub async fn sse(&self, path: &str, headers: &[(&str, &str)]) -> Result<SseStream, RawReply> {
+        use http_body_util::BodyExt;
+        let mut all = vec![("accept", "text/event-stream")];
+        all.extend_from_slice(headers);
+        let (resp, sender, conn) = self.send_http1(Method::GET, path, &all, None).await;
+        if resp.status() != StatusCode::OK {
+            let status = resp.status();
+            let headers = resp.headers().clone();
+            let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+            conn.abort();
+            return Err(RawReply {
+                status,
+                headers,
+                body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            });
+        }
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            content_type.starts_with("text/event-stream"),
+            "SSE content type: {content_type}"
+        );
+        Ok(SseStream {
+            body: resp.into_body(),
+            buf: String::new(),
+            comments: 0,
+            conn,
+            _sender: sender,
+        })
+    }
+
+    /// `GET /v1/messages/{id}` with the demo API key.
+    pub async fn status(&self, id: &str) -> Value {
+        let r = self
+            .call(
+                Method::GET,
+                &format!("/v1/messages/{id}"),
+                Some(&self.creds.api_key),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        r.body
+    }
+
+    /// Polls a message's status until `pred` holds; returns it.
+    pub async fn status_until(&self, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let last = self.status(id).await;
+            if pred(&last) {
+                return last;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "status of {id} never got {what}: {last}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// `POST /v1/messages` with a full body and the demo API key.
+    pub async fn push_body(&self, body: Value) -> Reply {
+        self.call(
+            Method::POST,
+            "/v1/messages",
+            Some(&self.creds.api_key),
+            Some(body),
+        )
+        .await
+    }
+
+    /// Pushes and asserts 202; returns the message id.
+    pub async fn push_ok(&self, body: Value) -> String {
+        let r = self.push_body(body).await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+        r.body["id"].as_str().expect("id").to_owned()
+    }
+
+    /// `PATCH /v1/devices/{id}` with the demo API key.
+    pub async fn patch_device(&self, device: &str, body: Value) -> Reply {
+        self.call(
+            Method::PATCH,
+            &format!("/v1/devices/{device}"),
+            Some(&self.creds.api_key),
+            Some(body),
+        )
+        .await
+    }
+
+    /// `PATCH /v1/apps/{app}` with the admin token; asserts 200.
+    pub async fn patch_app(&self, app: &str, body: Value) -> Value {
+        let r = self
+            .call(
+                Method::PATCH,
+                &format!("/v1/apps/{app}"),
+                Some(&self.creds.admin_token),
+                Some(body),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        r.body
+    }
+
+    /// Creates an app with an all-scopes API key: (client key, api key, signing secret).
+    pub async fn create_app(&self, name: &str) -> (String, String, String) {
+        let r = self
+            .call(
+                Method::POST,
+                "/v1/apps",
+                Some(&self.creds.admin_token),
+                Some(json!({"name": name})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let client_key = r.body["client_key"]
+            .as_str()
+            .expect("client_key")
+            .to_owned();
+        let secret = r.body["signing_secret"]
+            .as_str()
+            .expect("secret")
+            .to_owned();
+        let k = self
+            .call(
+                Method::POST,
+                &format!("/v1/apps/{name}/keys"),
+                Some(&self.creds.admin_token),
+                Some(json!({"name": "backend", "scopes": ["push", "read", "manage"]})),
+            )
+            .await;
+        assert_eq!(k.status, StatusCode::CREATED, "{}", k.body);
+        (
+            client_key,
+            k.body["key"].as_str().expect("key").to_owned(),
+            secret,
+        )
+    }
+
+    /// `GET /v1/poll` with the token in the header (`?wait=` etc. in `query`).
+    pub async fn poll(&self, token: &str, query: &str) -> Reply {
+        self.call(Method::GET, &format!("/v1/poll?{query}"), Some(token), None)
+            .await
+    }
+
+    /// `POST /v1/ack` with the device token.
+    pub async fn http_ack(&self, token: &str, ids: &[String]) -> Reply {
+        self.call(
+            Method::POST,
+            "/v1/ack",
+            Some(token),
+            Some(json!({"ids": ids})),
+        )
+        .await
+    }
+}
+
+/// Sends a raw JSON client frame on a WebSocket.
+pub async fn send_frame(conn: &mut DeviceConnection, frame: Value) {
+    use futures_util::SinkExt;
+    conn.ws
+        .send(tokio_tungstenite::tungstenite::Message::Text(
+            frame.to_string().into(),
+        ))
+        .await
+        .expect("send frame");
+}
+
+/// The next frame of any type, or a panic after `within`.
+pub async fn next_frame_within(conn: &mut DeviceConnection, within: Duration) -> Value {
+    tokio::time::timeout(within, conn.next_frame())
+        .await
+        .unwrap_or_else(|_| panic!("no frame within {within:?}"))
+        .expect("frame")
+        .expect("connection open")
+}

@@ -88,6 +88,8 @@ async fn a_client_that_never_reads_is_cut_off_and_its_messages_stay_pending() {
     let s = start_with(|c| {
         c.gateway.write_timeout_secs = 1;
         c.gateway.outbox_capacity = 16;
+        // Keep every one of the 3,000 pending: this test is about the cut-off, not the cap.
+        c.limits.mailbox_cap = 10_000;
     })
     .await;
     let (device, token) = s.register(None).await;

@@ -1,0 +1,319 @@
+//! Writes on the delivery side: acks (per message for mailboxes, cumulative per topic),
+//! delivery and `opened` marks, cancellation, and the one place a mailbox entry is released.
+
+use redb::{ReadableTable, WriteTransaction};
+
+use super::records::{Lifecycle, MessageRecord};
+use super::tables::{
+    from_json, to_json, Cursor, MailboxEntry, BODIES, DEVICE_PENDING, MAILBOX, MESSAGES,
+    MSG_RECIPIENTS, SCHEDULE, SUBSCRIPTIONS, TOPIC_LOG,
+};
+use super::writer::WriterState;
+use super::StoreError;
+
+pub(crate) fn load_message(
+    txn: &WriteTransaction,
+    app: &str,
+    id: &str,
+) -> Result<Option<MessageRecord>, StoreError> {
+    let table = txn.open_table(MESSAGES)?;
+    let value = table.get((app, id))?;
+    value.map(|v| from_json("messages", v.value())).transpose()
+}
+
+pub(crate) fn save_message(
+    txn: &WriteTransaction,
+    app: &str,
+    m: &MessageRecord,
+) -> Result<(), StoreError> {
+    txn.open_table(MESSAGES)?
+        .insert((app, m.id.as_str()), to_json("messages", m)?.as_slice())?;
+    Ok(())
+}
+
+/// Why a mailbox entry leaves the mailbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Acked,
+    Expired,
+    Dropped,
+    Replaced,
+    Cancelled,
+    DeviceRemoved,
+}
+
+/// Removes one mailbox entry and updates everything that counts it: the recipients index,
+/// the device's pending count, the message's counts, and the body once nobody holds it.
+pub(crate) fn release_entry(
+    txn: &WriteTransaction,
+    state: &mut WriterState,
+    app: &str,
+    device: &str,
+    seq: u64,
+    entry: &MailboxEntry,
+    outcome: Outcome,
+) -> Result<(), StoreError> {
+    txn.open_table(MAILBOX)?.remove((app, device, seq))?;
+    txn.open_table(MSG_RECIPIENTS)?
+        .remove((app, entry.message_id.as_str(), device))?;
+    {
+        let mut pending = txn.open_table(DEVICE_PENDING)?;
+        let n = pending.get((app, device))?.map_or(0, |v| v.value());
+        if n <= 1 {
+            pending.remove((app, device))?;
+        } else {
+            pending.insert((app, device), n - 1)?;
+        }
+    }
+    let Some(mut m) = load_message(txn, app, &entry.message_id)? else {
+        txn.open_table(BODIES)?.remove((app, seq))?;
+        return Ok(());
+    };
+    m.pending = m.pending.saturating_sub(1);
+    match outcome {
+        Outcome::Acked => {
+            m.acked += 1;
+            if !entry.delivered {
+                m.delivered += 1;
+                state.count(app, |s| s.delivered += 1);
+            }
+            state.count(app, |s| s.acked += 1);
+        }
+        Outcome::Expired => {
+            m.expired += 1;
+            state.count(app, |s| s.expired += 1);
+        }
+        Outcome::Dropped => {
+            m.dropped += 1;
+            m.expired += 1;
+            state.count(app, |s| s.expired += 1);
+        }
+        Outcome::Replaced => m.replaced += 1,
+        // A deleted device's copy will never be delivered: it counts with cancellations so
+        // the funnel adds up.
+        Outcome::Cancelled | Outcome::DeviceRemoved => m.cancelled += 1,
+    }
+    if m.pending == 0 {
+        txn.open_table(BODIES)?.remove((app, seq))?;
+    }
+    save_message(txn, app, &m)
+}
+
+/// Acks by message id: a mailbox entry is released; a topic message moves the device's
+/// cursor in that topic to its seq (topic acks are cumulative).
+pub(crate) fn ack(
+    txn: &WriteTransaction,
+    state: &mut WriterState,
+    app: &str,
+    device: &str,
+    ids: &[String],
+) -> Result<usize, StoreError> {
+    let mut acked = 0;
+    for id in ids {
+        let Some(mut m) = load_message(txn, app, id)? else {
+            continue;
+        };
+        if let Some(topic) = m.topic.clone() {
+            let mut subs = txn.open_table(SUBSCRIPTIONS)?;
+            let current = subs
+                .get((app, device, topic.as_str()))?
+                .map(|v| Cursor::decode(v.value()))
+                .transpose()?;
+            let Some(mut cursor) = current else { continue };
+            if m.seq <= cursor.acked {
+                continue;
+            }
+            cursor.acked = m.seq;
+            if cursor.delivered < m.seq {
+                cursor.delivered = m.seq;
+                m.delivered += 1;
+                state.count(app, |s| s.delivered += 1);
+            }
+            subs.insert((app, device, topic.as_str()), cursor.encode().as_slice())?;
+            drop(subs);
+            m.acked += 1;
+            state.count(app, |s| s.acked += 1);
+            save_message(txn, app, &m)?;
+            acked += 1;
+        } else {
+            let entry = txn
+                .open_table(MAILBOX)?
+                .get((app, device, m.seq))?
+                .map(|v| MailboxEntry::decode(v.value()))
+                .transpose()?;
+            if let Some(entry) = entry {
+                release_entry(txn, state, app, device, m.seq, &entry, Outcome::Acked)?;
+                acked += 1;
+            }
+        }
+    }
+    Ok(acked)
+}
+
+/// Counts frames written to a device once each: a mailbox entry's flag, or the device's
+/// delivered mark in the topic.
+pub(crate) fn delivered(
+    txn: &WriteTransaction,
+    state: &mut WriterState,
+    app: &str,
+    device: &str,
+    items: &[(u64, Option<String>)],
+) -> Result<(), StoreError> {
+    for (seq, topic) in items {
+        let seq = *seq;
+        let message_id = match topic {
+            None => {
+                let mut mailbox = txn.open_table(MAILBOX)?;
+                let current = mailbox
+                    .get((app, device, seq))?
+                    .map(|v| MailboxEntry::decode(v.value()))
+                    .transpose()?;
+                match current {
+                    Some(mut entry) if !entry.delivered => {
+                        entry.delivered = true;
+                        mailbox.insert((app, device, seq), entry.encode().as_slice())?;
+                        entry.message_id
+                    }
+                    Some(_) => continue,
+                    None => match live_only_id(state, app, seq) {
+                        Some(id) => id,
+                        None => continue,
+                    },
+                }
+            }
+            Some(topic) => {
+                let mut subs = txn.open_table(SUBSCRIPTIONS)?;
+                let current = subs
+                    .get((app, device, topic.as_str()))?
+                    .map(|v| Cursor::decode(v.value()))
+                    .transpose()?;
+                let Some(mut cursor) = current.filter(|c| c.delivered < seq) else {
+                    continue;
+                };
+                cursor.delivered = seq;
+                subs.insert((app, device, topic.as_str()), cursor.encode().as_slice())?;
+                drop(subs);
+                let log = txn.open_table(TOPIC_LOG)?;
+                let entry = log.get((app, topic.as_str(), seq))?;
+                match entry.map(|v| MailboxEntry::decode(v.value())).transpose()? {
+                    Some(entry) => entry.message_id,
+                    None => match live_only_id(state, app, seq) {
+                        Some(id) => id,
+                        None => continue,
+                    },
+                }
+            }
+        };
+        if let Some(mut m) = load_message(txn, app, &message_id)? {
+            m.delivered += 1;
+            save_message(txn, app, &m)?;
+            state.count(app, |s| s.delivered += 1);
+        }
+    }
+    Ok(())
+}
+
+/// The id of a recent `ttl: 0` message (stored nowhere, so found by its seq).
+fn live_only_id(state: &WriterState, app: &str, seq: u64) -> Option<String> {
+    state
+        .live_only
+        .get(&(app.to_owned(), seq))
+        .map(|(id, _)| id.clone())
+}
+
+/// Counts `opened` reports; unknown ids are ignored and a count never passes `targeted`.
+pub(crate) fn opened(
+    txn: &WriteTransaction,
+    state: &mut WriterState,
+    app: &str,
+    ids: &[String],
+) -> Result<(), StoreError> {
+    for id in ids {
+        if let Some(mut m) = load_message(txn, app, id)? {
+            if m.opened < m.targeted {
+                m.opened += 1;
+                save_message(txn, app, &m)?;
+                state.count(app, |s| s.opened += 1);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What a cancellation removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cancelled {
+    /// The push was still waiting for its send time and will not be sent.
+    pub scheduled: bool,
+    /// Undelivered mailbox copies removed (direct pushes).
+    pub pending: u64,
+    /// The topic-log entry was removed (topic and `all` pushes): devices that have not
+    /// received it will not.
+    pub topic: bool,
+}
+
+/// Cancels what of a message is not yet delivered.
+pub(crate) fn cancel(
+    txn: &WriteTransaction,
+    state: &mut WriterState,
+    app: &str,
+    id: &str,
+) -> Result<Cancelled, StoreError> {
+    let mut m = load_message(txn, app, id)?.ok_or(StoreError::NotFound)?;
+    let mut out = Cancelled {
+        scheduled: false,
+        pending: 0,
+        topic: false,
+    };
+    if m.lifecycle == Lifecycle::Scheduled {
+        if let Some(at) = m.send_at_ms {
+            txn.open_table(SCHEDULE)?.remove((at, app, id))?;
+        }
+        m.lifecycle = Lifecycle::Cancelled;
+        out.scheduled = true;
+        save_message(txn, app, &m)?;
+        return Ok(out);
+    }
+    if let Some(topic) = m.topic.clone() {
+        let removed = txn
+            .open_table(TOPIC_LOG)?
+            .remove((app, topic.as_str(), m.seq))?
+            .is_some();
+        if removed {
+            txn.open_table(BODIES)?.remove((app, m.seq))?;
+            out.topic = true;
+            m.cancelled = m.targeted.saturating_sub(m.delivered);
+        }
+    } else {
+        let devices: Vec<String> = {
+            let table = txn.open_table(MSG_RECIPIENTS)?;
+            let mut out = Vec::new();
+            for row in table.range((app, id, "")..)? {
+                let (k, ()) = (row?.0, ());
+                let (a, msg, device) = k.value();
+                if a != app || msg != id {
+                    break;
+                }
+                out.push(device.to_owned());
+            }
+            out
+        };
+        for device in devices {
+            let entry = txn
+                .open_table(MAILBOX)?
+                .get((app, device.as_str(), m.seq))?
+                .map(|v| MailboxEntry::decode(v.value()))
+                .transpose()?;
+            if let Some(entry) = entry.filter(|e| !e.delivered) {
+                release_entry(txn, state, app, &device, m.seq, &entry, Outcome::Cancelled)?;
+                out.pending += 1;
+            }
+        }
+        m = load_message(txn, app, id)?.ok_or(StoreError::NotFound)?;
+    }
+    if out.pending > 0 || out.topic {
+        m.lifecycle = Lifecycle::Cancelled;
+    }
+    save_message(txn, app, &m)?;
+    Ok(out)
+}

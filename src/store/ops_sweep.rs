@@ -1,0 +1,242 @@
+//! The periodic sweep, in batches: expire messages whose TTL passed (by the expiry index),
+//! forget old message records, release scheduled pushes that are due, forget idempotency
+//! keys after 24 hours, and drop statistics past their retention.
+
+use redb::{ReadableTable, WriteTransaction};
+
+use super::ops_delivery::{load_message, release_entry, save_message, Outcome};
+use super::ops_messages::{send_now, PushOp};
+use super::records::Lifecycle;
+use super::tables::{
+    from_json, MailboxEntry, APPS, BODIES, EXPIRE_CONTENT, EXPIRY, FORGET_RECORD, IDEMPOTENCY,
+    IDEMPOTENCY_EXPIRY, MAILBOX, MESSAGES, MSG_RECIPIENTS, SCHEDULE, STATS, TOPIC_LOG,
+};
+use super::writer::WriterState;
+use super::StoreError;
+
+/// Most rows of each kind one sweep handles; the rest waits for the next one.
+pub const SWEEP_BATCH: usize = 1000;
+/// How long a message's record (its status and counts) is kept after it expired.
+pub const RECORD_RETENTION_MS: u64 = 7 * 24 * 3600 * 1000;
+/// How long per-minute statistics are kept.
+pub const STATS_RETENTION_MS: u64 = 31 * 24 * 3600 * 1000;
+
+/// What one sweep did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    pub expired: u64,
+    pub forgotten: u64,
+    pub released: u64,
+    /// Whether a batch was full, so another sweep should follow soon.
+    pub more: bool,
+}
+
+pub(crate) fn sweep(
+    txn: &WriteTransaction,
+    state: &mut WriterState,
+) -> Result<SweepReport, StoreError> {
+    let now = state.clock;
+    let mut report = SweepReport::default();
+    state.live_only.retain(|_, (_, until)| *until > now);
+    expire(txn, state, now, &mut report)?;
+    release_schedules(txn, state, now, &mut report)?;
+    forget_idempotency(txn, now, &mut report)?;
+    if now >= state.next_stats_gc_ms {
+        drop_old_stats(txn, now)?;
+        state.next_stats_gc_ms = now + 3_600_000;
+    }
+    Ok(report)
+}
+
+fn expire(
+    txn: &WriteTransaction,
+    state: &mut WriterState,
+    now: u64,
+    report: &mut SweepReport,
+) -> Result<(), StoreError> {
+    let due: Vec<(u64, String, String, u8)> = {
+        let table = txn.open_table(EXPIRY)?;
+        let mut out = Vec::new();
+        for row in table.range((0u64, "", "")..(now.saturating_add(1), "", ""))? {
+            let (k, v) = row?;
+            let (at, app, id) = k.value();
+            if at > now {
+                break;
+            }
+            out.push((at, app.to_owned(), id.to_owned(), v.value()));
+            if out.len() >= SWEEP_BATCH {
+                report.more = true;
+                break;
+            }
+        }
+        out
+    };
+    for (at, app, id, phase) in due {
+        txn.open_table(EXPIRY)?
+            .remove((at, app.as_str(), id.as_str()))?;
+        if phase == FORGET_RECORD {
+            forget(txn, &app, &id)?;
+            report.forgotten += 1;
+            continue;
+        }
+        debug_assert_eq!(phase, EXPIRE_CONTENT);
+        let Some(mut m) = load_message(txn, &app, &id)? else {
+            continue;
+        };
+        if let Some(topic) = m.topic.clone() {
+            txn.open_table(TOPIC_LOG)?
+                .remove((app.as_str(), topic.as_str(), m.seq))?;
+            txn.open_table(BODIES)?.remove((app.as_str(), m.seq))?;
+            let never = m.targeted.saturating_sub(m.acked.max(m.delivered));
+            m.expired += never;
+            state.count(&app, |s| s.expired += never);
+            save_message(txn, &app, &m)?;
+        } else {
+            for device in recipients(txn, &app, &id)? {
+                let entry = txn
+                    .open_table(MAILBOX)?
+                    .get((app.as_str(), device.as_str(), m.seq))?
+                    .map(|v| MailboxEntry::decode(v.value()))
+                    .transpose()?;
+                if let Some(entry) = entry {
+                    release_entry(txn, state, &app, &device, m.seq, &entry, Outcome::Expired)?;
+                }
+            }
+        }
+        txn.open_table(EXPIRY)?.insert(
+            (
+                m.expires_at_ms.saturating_add(RECORD_RETENTION_MS),
+                app.as_str(),
+                id.as_str(),
+            ),
+            FORGET_RECORD,
+        )?;
+        report.expired += 1;
+    }
+    Ok(())
+}
+
+fn recipients(txn: &WriteTransaction, app: &str, id: &str) -> Result<Vec<String>, StoreError> {
+    let table = txn.open_table(MSG_RECIPIENTS)?;
+    let mut out = Vec::new();
+    for row in table.range((app, id, "")..)? {
+        let (k, ()) = (row?.0, ());
+        let (a, msg, device) = k.value();
+        if a != app || msg != id {
+            break;
+        }
+        out.push(device.to_owned());
+    }
+    Ok(out)
+}
+
+fn forget(txn: &WriteTransaction, app: &str, id: &str) -> Result<(), StoreError> {
+    let seq = load_message(txn, app, id)?.map(|m| m.seq);
+    for device in recipients(txn, app, id)? {
+        txn.open_table(MSG_RECIPIENTS)?
+            .remove((app, id, device.as_str()))?;
+    }
+    if let Some(seq) = seq {
+        txn.open_table(BODIES)?.remove((app, seq))?;
+    }
+    txn.open_table(MESSAGES)?.remove((app, id))?;
+    Ok(())
+}
+
+fn release_schedules(
+    txn: &WriteTransaction,
+    state: &mut WriterState,
+    now: u64,
+    report: &mut SweepReport,
+) -> Result<(), StoreError> {
+    let due: Vec<(u64, String, String, Vec<u8>)> = {
+        let table = txn.open_table(SCHEDULE)?;
+        let mut out = Vec::new();
+        for row in table.range((0u64, "", "")..(now.saturating_add(1), "", ""))? {
+            let (k, v) = row?;
+            let (at, app, id) = k.value();
+            if at > now {
+                break;
+            }
+            out.push((at, app.to_owned(), id.to_owned(), v.value().to_vec()));
+            if out.len() >= SWEEP_BATCH {
+                report.more = true;
+                break;
+            }
+        }
+        out
+    };
+    for (at, app, id, bytes) in due {
+        txn.open_table(SCHEDULE)?
+            .remove((at, app.as_str(), id.as_str()))?;
+        let still_scheduled =
+            load_message(txn, &app, &id)?.is_some_and(|m| m.lifecycle == Lifecycle::Scheduled);
+        if !still_scheduled || txn.open_table(APPS)?.get(app.as_str())?.is_none() {
+            continue;
+        }
+        let op: PushOp = from_json("schedule", &bytes)?;
+        send_now(txn, state, &op, false)?;
+        report.released += 1;
+    }
+    Ok(())
+}
+
+fn forget_idempotency(
+    txn: &WriteTransaction,
+    now: u64,
+    report: &mut SweepReport,
+) -> Result<(), StoreError> {
+    let due: Vec<(u64, String, String)> = {
+        let table = txn.open_table(IDEMPOTENCY_EXPIRY)?;
+        let mut out = Vec::new();
+        for row in table.range((0u64, "", "")..(now.saturating_add(1), "", ""))? {
+            let (k, ()) = (row?.0, ());
+            let (at, app, key) = k.value();
+            if at > now {
+                break;
+            }
+            out.push((at, app.to_owned(), key.to_owned()));
+            if out.len() >= SWEEP_BATCH {
+                report.more = true;
+                break;
+            }
+        }
+        out
+    };
+    for (at, app, key) in due {
+        txn.open_table(IDEMPOTENCY_EXPIRY)?
+            .remove((at, app.as_str(), key.as_str()))?;
+        txn.open_table(IDEMPOTENCY)?
+            .remove((app.as_str(), key.as_str()))?;
+    }
+    Ok(())
+}
+
+fn drop_old_stats(txn: &WriteTransaction, now: u64) -> Result<(), StoreError> {
+    let cutoff_minute = now.saturating_sub(STATS_RETENTION_MS) / 60_000;
+    let apps: Vec<String> = {
+        let table = txn.open_table(APPS)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            out.push(row?.0.value().to_owned());
+        }
+        out
+    };
+    let mut stats = txn.open_table(STATS)?;
+    for app in apps {
+        let old: Vec<u64> = {
+            let mut out = Vec::new();
+            for row in stats.range((app.as_str(), 0u64)..(app.as_str(), cutoff_minute))? {
+                out.push(row?.0.value().1);
+                if out.len() >= SWEEP_BATCH {
+                    break;
+                }
+            }
+            out
+        };
+        for minute in old {
+            stats.remove((app.as_str(), minute))?;
+        }
+    }
+    Ok(())
+}
