@@ -9,7 +9,9 @@ use axum::Json;
 use serde_json::json;
 
 use crate::auth::sha256_hex;
-use crate::domain::{format_rfc3339_ms, now_ms, random_id, validate_message_id, MessageInput};
+use crate::domain::{
+    format_rfc3339_ms, now_ms, time_ordered_id, validate_message_id, MessageInput,
+};
 use crate::store::records::{Lifecycle, MessageRecord, Scope};
 use crate::store::{Idempotency, PushOp};
 
@@ -165,7 +167,7 @@ async fn send(
         .map_err(|e| ApiError::invalid(e.to_string()))?;
     let op = PushOp {
         app: key.app.clone(),
-        id: random_id("msg"),
+        id: time_ordered_id("msg"),
         target,
         notification: input.notification,
         data: input.data,

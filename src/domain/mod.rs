@@ -5,8 +5,8 @@ mod message;
 mod time;
 
 pub use ids::{
-    random_id, random_secret, validate_app_name, validate_device_id, validate_message_id,
-    validate_topic, validate_user, IdError,
+    random_id, random_secret, time_ordered_id, validate_app_name, validate_device_id,
+    validate_message_id, validate_topic, validate_user, IdError,
 };
 pub use message::{
     encode_message_frame, FrameParts, MessageInput, Notification, Platform, Priority, Target,

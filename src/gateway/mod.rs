@@ -11,6 +11,7 @@ pub mod protocol;
 pub mod registry;
 pub mod session;
 pub mod sse;
+pub mod unconfirmed;
 pub mod ws;
 
 pub use registry::{Registry, SessionHandle};

@@ -20,6 +20,8 @@ pub struct Outgoing {
     pub frame: Bytes,
     /// The topic log it belongs to (acks move the topic cursor); `None` for the mailbox.
     pub topic: Option<Arc<str>>,
+    /// The message id; `None` for frames that are not messages (`gap`).
+    pub id: Option<Arc<str>>,
 }
 
 /// Why a session was told to close.
@@ -242,6 +244,7 @@ impl CommitListener for Registry {
         match event {
             Committed::Deliver {
                 app,
+                id,
                 devices,
                 seq,
                 expires_at_ms,
@@ -251,6 +254,7 @@ impl CommitListener for Registry {
                 let Some(sessions) = apps.get(app) else {
                     return;
                 };
+                let id: Arc<str> = Arc::from(id.as_str());
                 for device in devices {
                     if let Some(handle) = sessions.devices.get(device) {
                         handle.offer(Outgoing {
@@ -258,12 +262,14 @@ impl CommitListener for Registry {
                             expires_at_ms: *expires_at_ms,
                             frame: frame.clone(),
                             topic: None,
+                            id: Some(Arc::clone(&id)),
                         });
                     }
                 }
             }
             Committed::Broadcast {
                 app,
+                id,
                 topic,
                 seq,
                 expires_at_ms,
@@ -274,11 +280,13 @@ impl CommitListener for Registry {
                     return;
                 };
                 let name: Arc<str> = Arc::from(topic.as_str());
+                let id: Arc<str> = Arc::from(id.as_str());
                 let item = |frame: &Bytes| Outgoing {
                     seq: *seq,
                     expires_at_ms: *expires_at_ms,
                     frame: frame.clone(),
                     topic: Some(Arc::clone(&name)),
+                    id: Some(Arc::clone(&id)),
                 };
                 if topic == ALL_TOPIC {
                     for handle in sessions.devices.values() {
@@ -334,6 +342,7 @@ mod tests {
     fn deliver(seq: u64, devices: &[&str]) -> Committed {
         Committed::Deliver {
             app: "a".into(),
+            id: format!("msg_{seq}"),
             devices: devices.iter().map(|d| (*d).to_owned()).collect(),
             seq,
             expires_at_ms: u64::MAX,
@@ -344,6 +353,7 @@ mod tests {
     fn broadcast(seq: u64, topic: &str) -> Committed {
         Committed::Broadcast {
             app: "a".into(),
+            id: format!("msg_{seq}"),
             topic: topic.into(),
             seq,
             expires_at_ms: u64::MAX,

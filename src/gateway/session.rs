@@ -16,6 +16,7 @@ use crate::auth::{parse_token, verify_secret, TokenKind};
 use crate::store::{Store, StoreError};
 
 use super::registry::{Outgoing, Registry, SessionHandle};
+use super::unconfirmed::{Marks, Unconfirmed};
 
 /// Settings every session of the process shares.
 #[derive(Debug, Clone, Copy)]
@@ -85,6 +86,8 @@ pub struct Session {
     /// Dropped messages announced in the `gap` frame about to be written.
     gap_told: u64,
     max_batch: usize,
+    /// Written frames not yet acked (WebSocket sessions count delivery lazily).
+    unconfirmed: Unconfirmed,
 }
 
 impl Session {
@@ -116,6 +119,7 @@ impl Session {
             last_sent: 0,
             catching_up: true,
             gap_told: 0,
+            unconfirmed: Unconfirmed::default(),
             max_batch: settings.max_batch.max(1),
         }
     }
@@ -138,6 +142,7 @@ impl Session {
                             expires_at_ms: u64::MAX,
                             frame: super::protocol::gap(dropped).into(),
                             topic: None,
+                            id: None,
                         });
                     }
                 }
@@ -159,6 +164,7 @@ impl Session {
                     expires_at_ms: p.expires_at_ms,
                     frame: p.frame,
                     topic: p.topic.map(Arc::from),
+                    id: Some(Arc::from(p.message_id)),
                 }));
                 if !frames.is_empty() {
                     return Ok(frames);
@@ -207,22 +213,50 @@ impl Session {
         &self.store
     }
 
-    /// Marks frames as written to the connection (statistics: `delivered`), and a written
-    /// `gap` frame as told.
-    pub async fn delivered(&mut self, frames: &[Outgoing]) {
-        let (app, device) = (&self.identity.app, &self.identity.device);
+    async fn gap_told_if_written(&mut self, frames: &[Outgoing]) {
         if self.gap_told > 0 && frames.iter().any(|f| f.seq == 0) {
+            let (app, device) = (&self.identity.app, &self.identity.device);
             self.store.clear_gap(app, device, self.gap_told).await;
             self.gap_told = 0;
         }
-        let items: Vec<(u64, Option<String>)> = frames
+    }
+
+    async fn mark(&self, items: Marks) {
+        if !items.is_empty() {
+            let (app, device) = (&self.identity.app, &self.identity.device);
+            self.store.mark_delivered(app, device, items).await;
+        }
+    }
+
+    /// Marks frames as written to the connection (statistics: `delivered`) at once, and a
+    /// written `gap` frame as told. For transports whose acks do not pass through the session.
+    pub async fn delivered(&mut self, frames: &[Outgoing]) {
+        self.gap_told_if_written(frames).await;
+        let items = frames
             .iter()
             .filter(|f| f.seq > 0)
             .map(|f| (f.seq, f.topic.as_deref().map(str::to_owned)))
             .collect();
-        if !items.is_empty() {
-            self.store.mark_delivered(app, device, items).await;
-        }
+        self.mark(items).await;
+    }
+
+    /// Records frames as written; delivery is counted by their ack, or by
+    /// [`Session::flush_delivered`] if no ack comes in time.
+    pub async fn written(&mut self, frames: &[Outgoing]) {
+        self.gap_told_if_written(frames).await;
+        let overflow = self.unconfirmed.written(frames);
+        self.mark(overflow).await;
+    }
+
+    /// The client acked these ids (their delivery counts with the ack).
+    pub fn acked(&mut self, ids: &[String]) {
+        self.unconfirmed.acked(ids);
+    }
+
+    /// Counts as delivered the written frames not acked within `grace`.
+    pub async fn flush_delivered(&mut self, grace: Duration) {
+        let due = self.unconfirmed.due(grace);
+        self.mark(due).await;
     }
 }
 

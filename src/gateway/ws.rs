@@ -18,6 +18,7 @@ use super::registry::{CloseReason, Outgoing, Registry};
 use super::session::{
     authenticate_device, DeviceAuthError, DeviceIdentity, Session, SessionSettings,
 };
+use super::unconfirmed::DELIVERED_GRACE;
 
 /// Close codes sent to clients (4000–4999 are ours).
 pub mod close_code {
@@ -134,6 +135,8 @@ async fn live(mut socket: WebSocket, ctx: WsContext, identity: DeviceIdentity) {
     let handle = Arc::clone(&session.handle);
     let mut heartbeat = tokio::time::interval(settings.heartbeat);
     heartbeat.tick().await;
+    let mut confirm = tokio::time::interval(DELIVERED_GRACE);
+    confirm.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
     let dead_after = settings.heartbeat * 2 + settings.write_timeout;
     loop {
@@ -169,7 +172,7 @@ async fn live(mut socket: WebSocket, ctx: WsContext, identity: DeviceIdentity) {
                     socket.flush().await
                 };
                 match tokio::time::timeout(settings.write_timeout, write).await {
-                    Ok(Ok(())) => session.delivered(&frames).await,
+                    Ok(Ok(())) => session.written(&frames).await,
                     Ok(Err(_)) => break,
                     Err(_) => {
                         tracing::info!("slow consumer cut off; its messages stay pending");
@@ -182,7 +185,7 @@ async fn live(mut socket: WebSocket, ctx: WsContext, identity: DeviceIdentity) {
                 last_heard = Instant::now();
                 match msg {
                     Message::Text(text) => {
-                        if !on_client_frame(&mut socket, &session, &text).await {
+                        if !on_client_frame(&mut socket, &mut session, &text).await {
                             break;
                         }
                     }
@@ -194,6 +197,7 @@ async fn live(mut socket: WebSocket, ctx: WsContext, identity: DeviceIdentity) {
                     Message::Ping(_) | Message::Pong(_) => {}
                 }
             }
+            _ = confirm.tick() => session.flush_delivered(DELIVERED_GRACE).await,
             _ = heartbeat.tick() => {
                 if last_heard.elapsed() > dead_after {
                     tracing::info!("peer silent past the heartbeat deadline; dropped");
@@ -206,11 +210,13 @@ async fn live(mut socket: WebSocket, ctx: WsContext, identity: DeviceIdentity) {
             }
         }
     }
+    // Whatever was written and not acked was still delivered.
+    session.flush_delivered(std::time::Duration::ZERO).await;
     tracing::debug!("disconnected");
 }
 
 /// Handles one client frame; `false` ends the session.
-async fn on_client_frame(socket: &mut WebSocket, session: &Session, text: &str) -> bool {
+async fn on_client_frame(socket: &mut WebSocket, session: &mut Session, text: &str) -> bool {
     let frame = match ClientFrame::parse(text) {
         Ok(frame) => frame,
         Err(e) => {
@@ -220,6 +226,9 @@ async fn on_client_frame(socket: &mut WebSocket, session: &Session, text: &str) 
             return false;
         }
     };
+    if let ClientFrame::Ack { ids } = &frame {
+        session.acked(ids);
+    }
     match client_ops::apply(session.store(), &session.identity, frame).await {
         Ok(()) => true,
         Err(ClientOpError::Forbidden(m)) => {

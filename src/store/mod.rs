@@ -45,6 +45,7 @@ pub enum Committed {
     /// A message is stored for these devices (or, with TTL 0, only to be sent live).
     Deliver {
         app: String,
+        id: String,
         devices: Vec<String>,
         seq: u64,
         expires_at_ms: u64,
@@ -53,6 +54,7 @@ pub enum Committed {
     /// A topic (or `all`: [`tables::ALL_TOPIC`]) message, stored once in the topic log.
     Broadcast {
         app: String,
+        id: String,
         topic: String,
         seq: u64,
         expires_at_ms: u64,

@@ -299,6 +299,7 @@ pub(crate) fn send_now(
         }
         state.events.push(Committed::Broadcast {
             app: app.to_owned(),
+            id: op.id.clone(),
             topic: topic.to_owned(),
             seq,
             expires_at_ms: live_expires_at_ms,
@@ -328,6 +329,7 @@ pub(crate) fn send_now(
         if !devices.is_empty() {
             state.events.push(Committed::Deliver {
                 app: app.to_owned(),
+                id: op.id.clone(),
                 devices: devices.clone(),
                 seq,
                 expires_at_ms: live_expires_at_ms,

@@ -19,6 +19,7 @@ pub struct PendingEntry {
     pub frame: Bytes,
     /// The topic log it came from; `None` for the device's own mailbox.
     pub topic: Option<String>,
+    pub message_id: String,
 }
 
 impl Store {
@@ -202,6 +203,7 @@ impl Store {
                 expires_at_ms: entry.expires_at_ms,
                 frame: Bytes::copy_from_slice(body.value()),
                 topic: topic.map(str::to_owned),
+                message_id: entry.message_id,
             });
             Ok(true)
         };

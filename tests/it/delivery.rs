@@ -261,3 +261,38 @@ async fn shutdown_closes_sessions_with_going_away() {
         .expect("drains")
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_received_but_unacked_message_counts_as_delivered_after_the_grace_period() {
+    let s = start().await;
+    let (device, token) = s.register(None).await;
+    let mut conn = s.connect(&token).await;
+    let id = s.push(json!({"device": device}), "no ack").await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    recv_messages(&mut conn, 1, Duration::from_secs(5)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let st = s
+            .call(
+                Method::GET,
+                &format!("/v1/messages/{id}"),
+                Some(&s.creds.api_key),
+                None,
+            )
+            .await
+            .body;
+        if st["counts"]["delivered"] == 1 {
+            assert_eq!(st["state"], "delivered");
+            assert_eq!(st["counts"]["acked"], 0);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never counted as delivered: {st}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    s.stop().await;
+}
