@@ -15,7 +15,12 @@ use super::extract::bearer;
 use super::{ApiError, AppState, Method, RouteTable};
 
 pub fn routes(t: &mut RouteTable) {
-    t.add("/v1/connect", &[Method::GET], get(connect));
+    // GET upgrades over HTTP/1.1; CONNECT is WebSocket over HTTP/2 (RFC 8441).
+    t.add(
+        "/v1/connect",
+        &[Method::GET, Method::CONNECT],
+        get(connect).connect(connect),
+    );
 }
 
 async fn connect(

@@ -53,6 +53,8 @@ mod tests {
                     .iter()
                     .map(move |m| (path.to_owned(), m.to_string()))
             })
+            // OpenAPI has no CONNECT operations; /v1/connect documents its GET upgrade.
+            .filter(|(_, m)| m != "CONNECT")
             .collect();
         let documented = documented();
         let missing: Vec<_> = served.difference(&documented).collect();

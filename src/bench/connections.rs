@@ -153,7 +153,7 @@ fn check_fd_limit(opts: &Options) -> anyhow::Result<()> {
 }
 
 /// 127.0.0.2 ..= 127.0.0.(1 + count) when the server is on IPv4 loopback; else none.
-fn source_addresses(endpoint: &Endpoint, count: u8) -> Vec<IpAddr> {
+pub(crate) fn source_addresses(endpoint: &Endpoint, count: u8) -> Vec<IpAddr> {
     match endpoint.addr().ip() {
         IpAddr::V4(ip) if ip.is_loopback() => (0..count)
             .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + i.min(253))))

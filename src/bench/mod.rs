@@ -1,12 +1,15 @@
 //! Load generators run against a live server by `warbler bench`:
 //! - [`unicast`]: push throughput and latency (API and end to end) to connected devices;
-//! - [`connections`]: many idle TLS WebSocket connections, and the server's memory for them.
+//! - [`connections`]: many idle TLS WebSocket connections, and the server's memory for them;
+//! - [`fanout`]: broadcasts (`all` or a topic) to many connected devices: deliveries/s and
+//!   send → receipt latency.
 //!
 //! The generators speak to the server the way real clients do (TLS, HTTP/1.1 or HTTP/2,
 //! WebSocket), each API client on a connection of its own ([`net::ApiConn`]), so `K` clients
 //! really are `K` requests in flight. Latencies go into HDR histograms in nanoseconds.
 
 pub mod connections;
+pub mod fanout;
 pub mod net;
 pub mod stats;
 pub mod sys;

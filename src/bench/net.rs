@@ -313,8 +313,23 @@ impl ApiConn {
         auth: &HeaderValue,
         body: Bytes,
     ) -> anyhow::Result<(StatusCode, Bytes)> {
+        self.send(Method::POST, path, auth, body).await
+    }
+
+    /// Sends one request with a JSON body (`PATCH`, `POST`, …) and returns the status and
+    /// the whole reply body.
+    ///
+    /// # Errors
+    /// Transport failures (HTTP error statuses come back as the status).
+    pub async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        auth: &HeaderValue,
+        body: Bytes,
+    ) -> anyhow::Result<(StatusCode, Bytes)> {
         let builder = Request::builder()
-            .method(Method::POST)
+            .method(method)
             .header(AUTHORIZATION, auth.clone())
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         let resp = match &mut self.sender {

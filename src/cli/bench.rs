@@ -13,7 +13,7 @@ use anyhow::{anyhow, Context};
 use clap::{Args, Subcommand};
 use serde::Deserialize;
 
-use crate::bench::{connections, unicast, Endpoint, HttpVersion};
+use crate::bench::{connections, fanout, unicast, Endpoint, HttpVersion};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -65,6 +65,8 @@ enum Scenario {
     Unicast(UnicastArgs),
     /// Hold many idle device connections; report server memory per connection.
     Connections(ConnectionsArgs),
+    /// Broadcast to many connected devices; report deliveries/s and send → receipt latency.
+    Fanout(FanoutArgs),
 }
 
 #[derive(Debug, Args)]
@@ -103,6 +105,37 @@ struct ConnectionsArgs {
     /// API connections used to register the devices.
     #[arg(long, short = 'k', default_value_t = 32)]
     clients: usize,
+}
+
+#[derive(Debug, Args)]
+struct FanoutArgs {
+    /// Devices to register and connect (this process may open at most `ulimit -n` files).
+    #[arg(long, short = 'd', default_value_t = 1000)]
+    devices: usize,
+    /// Broadcasts to send.
+    #[arg(long, short = 'm', default_value_t = 200)]
+    broadcasts: usize,
+    /// Total broadcasts per second (default: flat out).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// API connections sending the broadcasts, one request at a time each.
+    #[arg(long, default_value_t = 4)]
+    senders: usize,
+    /// Broadcast to this topic (every device subscribed with PATCH) instead of `all`.
+    #[arg(long)]
+    topic: Option<String>,
+    /// Source addresses to spread over: 127.0.0.2 ..= 127.0.0.(1+S); 0: kernel's choice.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(0..=250))]
+    sources: u8,
+    /// WebSocket handshakes in flight at once.
+    #[arg(long, default_value_t = 128)]
+    concurrency: usize,
+    /// API connections used to register (and subscribe) the devices.
+    #[arg(long, short = 'k', default_value_t = 32)]
+    clients: usize,
+    /// Stop waiting for deliveries after this many seconds without one.
+    #[arg(long, default_value_t = 10.0)]
+    drain_idle: f64,
 }
 
 #[derive(Deserialize)]
@@ -191,6 +224,23 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 progress,
             };
             let report = runtime.block_on(connections::run(endpoint, opts))?;
+            print(t.json, &report, &report.render())?;
+        }
+        Scenario::Fanout(f) => {
+            let opts = fanout::Options {
+                devices: f.devices,
+                broadcasts: f.broadcasts,
+                rate: f.rate,
+                senders: f.senders,
+                topic: f.topic,
+                sources: f.sources,
+                concurrency: f.concurrency,
+                clients: f.clients,
+                drain_idle: seconds("drain-idle", f.drain_idle)?,
+                server_pid: t.server_pid,
+                progress,
+            };
+            let report = runtime.block_on(fanout::run(endpoint, opts))?;
             print(t.json, &report, &report.render())?;
         }
     }

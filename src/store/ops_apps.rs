@@ -119,6 +119,10 @@ pub(crate) fn delete_app(
     if txn.open_table(APPS)?.get(app)?.is_none() {
         return Err(StoreError::NotFound);
     }
+    // Close its sessions as "app closed" before its devices' own removal events.
+    state.events.push(Committed::AppClosed {
+        app: app.to_owned(),
+    });
     txn.open_table(APPS)?.remove(app)?;
     let cred_ids: Vec<String> = {
         let table = txn.open_table(APP_CREDENTIALS)?;
@@ -145,9 +149,6 @@ pub(crate) fn delete_app(
         ops_devices::delete(txn, state, app, &device)?;
     }
     delete_app_rows(txn, app)?;
-    state.events.push(Committed::AppClosed {
-        app: app.to_owned(),
-    });
     Ok(())
 }
 

@@ -113,6 +113,19 @@ pub(crate) fn ack(
         let Some(mut m) = load_message(txn, app, id)? else {
             continue;
         };
+        if m.live_only {
+            // Stored nowhere, so nothing to release and no cursor to move (moving a topic
+            // cursor for it could skip stored messages). The ack still counts, bounded by
+            // the audience; delivery counts with it.
+            if m.acked < m.targeted {
+                m.acked += 1;
+                m.delivered = m.delivered.max(m.acked);
+                state.count(app, |s| s.acked += 1);
+                save_message(txn, app, &m)?;
+                acked += 1;
+            }
+            continue;
+        }
         if let Some(topic) = m.topic.clone() {
             let mut subs = txn.open_table(SUBSCRIPTIONS)?;
             let current = subs

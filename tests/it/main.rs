@@ -19,3 +19,4 @@ mod stats;
 mod topics;
 mod transports;
 mod ttl_collapse;
+mod ws_http2;
