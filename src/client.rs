@@ -45,7 +45,8 @@ pub struct Client {
     ws_tls: tokio_rustls::TlsConnector,
 }
 
-/// The answer to an API call: status and JSON body (`Null` when empty).
+/// The answer to an API call: status and JSON body (`Null` when empty, a JSON string
+/// holding the text when the answer is not JSON).
 #[derive(Debug, Clone)]
 pub struct Reply {
     pub status: StatusCode,
@@ -129,7 +130,10 @@ impl Client {
         let body = if bytes.is_empty() {
             serde_json::Value::Null
         } else {
-            serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))?
+            // A non-JSON answer (e.g. `/metrics`) comes back as a JSON string of its text.
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
+            })
         };
         Ok(Reply { status, body })
     }

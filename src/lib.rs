@@ -28,6 +28,7 @@ pub mod config;
 pub mod domain;
 pub mod fsutil;
 pub mod gateway;
+pub mod metrics;
 pub mod server;
 pub mod store;
 pub mod tls;

@@ -15,6 +15,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::metrics::Metrics;
+
 /// How long a client has to finish the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client has to send a request's headers.
@@ -29,6 +31,7 @@ pub async fn serve(
     tls: Arc<rustls::ServerConfig>,
     router: Router,
     max_connections: usize,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
@@ -57,8 +60,9 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let router = router.clone();
         let shutdown = shutdown.clone();
+        let metrics = Arc::clone(&metrics);
         tracker.spawn(Box::pin(async move {
-            connection(tcp, peer, acceptor, router, shutdown).await;
+            connection(tcp, peer, acceptor, router, &metrics, shutdown).await;
             drop(permit);
         }));
     }
@@ -71,15 +75,18 @@ async fn connection(
     peer: SocketAddr,
     acceptor: TlsAcceptor,
     router: Router,
+    metrics: &Metrics,
     shutdown: CancellationToken,
 ) {
     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
+            metrics.tls_handshake_failures.inc();
             tracing::debug!(%peer, error = %e, "TLS handshake failed");
             return;
         }
         Err(_) => {
+            metrics.tls_handshake_failures.inc();
             tracing::debug!(%peer, "TLS handshake timed out");
             return;
         }

@@ -173,6 +173,8 @@ struct LimitsPatch {
     default_ttl: Option<Option<u64>>,
     #[serde(default, deserialize_with = "present")]
     mailbox_cap: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present")]
+    pushes_per_second: Option<Option<u32>>,
 }
 
 /// Distinguishes a missing field (`None`) from an explicit `null` (`Some(None)`).
@@ -198,6 +200,11 @@ impl LimitsPatch {
                 ));
             }
         }
+        if self.pushes_per_second == Some(Some(0)) {
+            return Err(ApiError::invalid(
+                "limits.pushes_per_second must be at least 1",
+            ));
+        }
         if self.max_ttl == Some(Some(0)) {
             return Err(ApiError::invalid("limits.max_ttl must be at least 1"));
         }
@@ -216,6 +223,9 @@ impl LimitsPatch {
         }
         if let Some(v) = self.mailbox_cap {
             l.mailbox_cap = v;
+        }
+        if let Some(v) = self.pushes_per_second {
+            l.pushes_per_second = v;
         }
     }
 }

@@ -48,6 +48,7 @@ async fn connect(
         registry: state.registry.clone(),
         settings: state.sessions,
         shutdown: state.shutdown.clone(),
+        metrics: state.metrics.clone(),
     };
     Ok(upgrade
         // Small buffers: tungstenite's defaults cost ~135 KiB per idle connection.

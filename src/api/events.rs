@@ -37,6 +37,7 @@ fn context(state: &AppState) -> WsContext {
         registry: state.registry.clone(),
         settings: state.sessions,
         shutdown: state.shutdown.clone(),
+        metrics: state.metrics.clone(),
     }
 }
 

@@ -1,4 +1,5 @@
-//! `/healthz` (the process answers) and `/readyz` (the store answers and we are not draining).
+//! `/healthz` (the process answers), `/readyz` (the store answers and we are not draining)
+//! and `/metrics` (Prometheus text exposition).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -15,6 +16,19 @@ pub fn routes(t: &mut RouteTable) {
         get(|| async { Json(json!({"status": "ok"})) }),
     );
     t.add("/readyz", &[Method::GET], get(ready));
+    t.add("/metrics", &[Method::GET], get(metrics));
+}
+
+async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+    let depth = i64::try_from(state.store.queue_depth()).unwrap_or(i64::MAX);
+    state.metrics.writer_queue_depth.set(depth);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
 }
 
 async fn ready(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {

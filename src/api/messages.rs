@@ -128,6 +128,17 @@ async fn send(
         .app(&key.app)?
         .ok_or_else(|| ApiError::unauthenticated("the credential is invalid or revoked"))?;
     let limits = &state.config.limits;
+    let rate = app
+        .limits
+        .pushes_per_second
+        .unwrap_or(limits.pushes_per_second);
+    if let Err(retry_after) = state.rate_limiter.take(&key.app, rate) {
+        crate::metrics::Metrics::app(&state.metrics.rate_limited, &key.app).inc();
+        return Err(ApiError::rate_limited(
+            format!("this app may push {rate} messages per second; retry later"),
+            retry_after,
+        ));
+    }
     let max_bytes = app
         .limits
         .max_message_bytes

@@ -10,6 +10,7 @@ mod extract;
 mod health;
 mod messages;
 mod openapi;
+pub mod rate_limit;
 mod stats;
 
 use std::sync::Arc;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub sessions: SessionSettings,
     pub shutdown: CancellationToken,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    pub rate_limiter: Arc<rate_limit::RateLimiter>,
 }
 
 /// Every route with its methods, registered in one call each, so the list the OpenAPI test

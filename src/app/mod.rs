@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 use crate::api::{router, AppState};
 use crate::config::{Config, StorageDurability, TlsMode};
 use crate::gateway::{Registry, SessionSettings};
+use crate::metrics::Metrics;
 use crate::store::{Durability, Store, StoreError, WriterConfig};
 use crate::tls::{ensure_bootstrap, server_config, TlsError, TlsPaths};
 
@@ -53,6 +54,7 @@ pub struct App {
     tls: Arc<rustls::ServerConfig>,
     store: Store,
     registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     initial: Option<InitialCredentials>,
 }
@@ -89,7 +91,9 @@ impl App {
         };
 
         let registry = Registry::new();
+        let metrics = Arc::new(Metrics::new());
         let writer = WriterConfig {
+            metrics: Some(Arc::clone(&metrics)),
             durability: match config.storage.durability {
                 StorageDurability::Immediate => Durability::Immediate,
                 StorageDurability::Relaxed => Durability::Relaxed,
@@ -120,6 +124,7 @@ impl App {
             tls,
             store,
             registry,
+            metrics,
             shutdown: CancellationToken::new(),
             initial,
         })
@@ -164,6 +169,8 @@ impl App {
             config: Arc::clone(&self.config),
             sessions,
             shutdown: self.shutdown.clone(),
+            metrics: Arc::clone(&self.metrics),
+            rate_limiter: Arc::default(),
         };
         let tracker = TaskTracker::new();
         tracker.spawn(sweeper(
@@ -177,6 +184,7 @@ impl App {
             self.tls,
             router(state),
             self.config.server.max_connections,
+            Arc::clone(&self.metrics),
             self.shutdown.clone(),
             tracker.clone(),
         )

@@ -103,7 +103,8 @@ pub struct TlsConfig {
 pub struct LimitsConfig {
     /// Largest `notification` + `data` of one message, in bytes (JSON-encoded).
     pub max_message_bytes: u32,
-    /// Pushes per second per app (accepted here; enforcement comes with rate limiting).
+    /// Pushes per second per app (token bucket, burst of one second); past it 429 with
+    /// `Retry-After`. An app may override it (`PATCH /v1/apps/{app}` `limits`).
     pub pushes_per_second: u32,
     /// TTL in seconds when a push names none.
     pub default_ttl: u64,

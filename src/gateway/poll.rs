@@ -26,6 +26,7 @@ pub async fn poll(
     ctx.store
         .touch_device(&identity.app, &identity.device, crate::domain::now_ms())
         .await;
+    let _counted = crate::metrics::ConnectionGuard::new(&ctx.metrics, "long_poll");
     let mut session = Session::start(
         ctx.store.clone(),
         Arc::clone(&ctx.registry),

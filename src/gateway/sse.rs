@@ -67,6 +67,7 @@ async fn run(
     ctx.store
         .touch_device(&identity.app, &identity.device, crate::domain::now_ms())
         .await;
+    let _counted = crate::metrics::ConnectionGuard::new(&ctx.metrics, "sse");
     let mut session = Session::start(
         ctx.store.clone(),
         Arc::clone(&ctx.registry),

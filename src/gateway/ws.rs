@@ -41,6 +41,7 @@ pub struct WsContext {
     pub registry: Arc<Registry>,
     pub settings: SessionSettings,
     pub shutdown: CancellationToken,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
@@ -126,6 +127,7 @@ async fn live(mut socket: WebSocket, ctx: WsContext, identity: DeviceIdentity) {
         .touch_device(&identity.app, &identity.device, crate::domain::now_ms())
         .await;
     tracing::debug!("connected");
+    let _counted = crate::metrics::ConnectionGuard::new(&ctx.metrics, "websocket");
     let mut session = Session::start(
         ctx.store.clone(),
         Arc::clone(&ctx.registry),

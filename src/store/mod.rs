@@ -141,6 +141,12 @@ impl Store {
         })
     }
 
+    /// Requests waiting in the writer's queue.
+    #[must_use]
+    pub fn queue_depth(&self) -> usize {
+        self.inner.ops.max_capacity() - self.inner.ops.capacity()
+    }
+
     /// The writer's counters.
     #[must_use]
     pub fn writer_stats(&self) -> &WriterStats {

@@ -16,6 +16,8 @@ pub struct AppLimits {
     pub default_ttl: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mailbox_cap: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushes_per_second: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -20,6 +20,7 @@ use super::records::{AppRecord, DeviceRecord};
 use super::tables::{StatsRow, META_CLOCK, STATS};
 use super::tables::{META, META_NEXT_SEQ};
 use super::{CommitListener, Committed, StoreError};
+use crate::metrics::Metrics;
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -32,13 +33,15 @@ pub enum Durability {
     Relaxed,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct WriterConfig {
     pub durability: Durability,
     /// Most requests taken into one transaction.
     pub max_batch: usize,
     /// Capacity of the request queue in front of the writer.
     pub queue: usize,
+    /// Where commits and per-app counts are reported, if anywhere.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl Default for WriterConfig {
@@ -47,6 +50,7 @@ impl Default for WriterConfig {
             durability: Durability::Immediate,
             max_batch: 2048,
             queue: 8192,
+            metrics: None,
         }
     }
 }
@@ -136,6 +140,8 @@ pub(crate) struct WriterState {
     pub events: Vec<Committed>,
     /// Statistics of the current transaction, by (app, minute), written before it commits.
     pub stats: HashMap<(String, u64), StatsRow>,
+    /// The per-app counts written by the current transaction, reported once it commits.
+    pub counted: Vec<(String, StatsRow)>,
     pub next_stats_gc_ms: u64,
     /// `ttl: 0` messages sent in the last [`LIVE_ONLY_WINDOW_MS`](super::ops_messages::LIVE_ONLY_WINDOW_MS):
     /// (app, seq) → (message id, until ms). They have no mailbox or topic-log entry, so this
@@ -194,11 +200,18 @@ fn run(
     stats: &WriterStats,
     clock: &AtomicU64,
 ) {
+    let sinks = Sinks {
+        listener,
+        stats,
+        clock,
+        metrics: config.metrics.as_deref(),
+    };
     let mut state = WriterState {
         next_seq,
         clock: clock_ms,
         events: Vec::new(),
         stats: HashMap::new(),
+        counted: Vec::new(),
         next_stats_gc_ms: 0,
         live_only: HashMap::new(),
     };
@@ -244,7 +257,7 @@ fn run(
             } else {
                 Durability::Immediate
             };
-            commit_batch(db, durability, &mut state, ops, listener, stats, clock);
+            commit_batch(db, durability, &mut state, ops, &sinks);
             unflushed = durability == Durability::Relaxed;
             if !unflushed {
                 last_durable = std::time::Instant::now();
@@ -257,15 +270,7 @@ fn run(
                 .filter(|op| !matches!(op, Op::Shutdown))
                 .collect();
             if !rest.is_empty() {
-                commit_batch(
-                    db,
-                    config.durability,
-                    &mut state,
-                    rest,
-                    listener,
-                    stats,
-                    clock,
-                );
+                commit_batch(db, config.durability, &mut state, rest, &sinks);
             }
             break;
         }
@@ -304,15 +309,27 @@ fn flush(db: &redb::Database) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Who hears about a commit once it is durable.
+struct Sinks<'a> {
+    listener: &'a dyn CommitListener,
+    stats: &'a WriterStats,
+    clock: &'a AtomicU64,
+    metrics: Option<&'a Metrics>,
+}
+
 fn commit_batch(
     db: &redb::Database,
     durability: Durability,
     state: &mut WriterState,
     ops: Vec<Op>,
-    listener: &dyn CommitListener,
-    stats: &WriterStats,
-    clock: &AtomicU64,
+    sinks: &Sinks<'_>,
 ) {
+    let Sinks {
+        listener,
+        stats,
+        clock,
+        metrics,
+    } = *sinks;
     let started = std::time::Instant::now();
     let count = ops.len();
     let seq_before = state.next_seq;
@@ -348,6 +365,7 @@ fn commit_batch(
             state.next_seq = seq_before;
             state.events.clear();
             state.stats.clear();
+            state.counted.clear();
             false
         }
     };
@@ -359,6 +377,19 @@ fn commit_batch(
         stats.commits.fetch_add(1, Relaxed);
         stats.requests.fetch_add(count as u64, Relaxed);
         stats.largest_batch.fetch_max(count as u64, Relaxed);
+        if let Some(m) = metrics {
+            m.commit_seconds.observe(started.elapsed().as_secs_f64());
+            m.commit_batch_size
+                .observe(f64::from(u32::try_from(count).unwrap_or(u32::MAX)));
+            for (app, row) in state.counted.drain(..) {
+                Metrics::app(&m.pushes_accepted, &app).inc_by(row.accepted);
+                Metrics::app(&m.delivered, &app).inc_by(row.delivered);
+                Metrics::app(&m.acked, &app).inc_by(row.acked);
+                Metrics::app(&m.opened, &app).inc_by(row.opened);
+                Metrics::app(&m.expired, &app).inc_by(row.expired);
+            }
+        }
+        state.counted.clear();
         for event in state.events.drain(..) {
             listener.committed(&event);
         }
@@ -378,7 +409,8 @@ fn flush_stats(txn: &redb::WriteTransaction, state: &mut WriterState) -> Result<
         return Ok(());
     }
     let mut table = txn.open_table(STATS)?;
-    for ((app, minute), delta) in state.stats.drain() {
+    let deltas: Vec<((String, u64), StatsRow)> = state.stats.drain().collect();
+    for ((app, minute), delta) in deltas {
         let mut row = table
             .get((app.as_str(), minute))?
             .map(|v| StatsRow::decode(v.value()))
@@ -386,6 +418,7 @@ fn flush_stats(txn: &redb::WriteTransaction, state: &mut WriterState) -> Result<
             .unwrap_or_default();
         row.add(&delta);
         table.insert((app.as_str(), minute), row.encode().as_slice())?;
+        state.counted.push((app, delta));
     }
     Ok(())
 }

@@ -569,6 +569,16 @@ impl TestServer {
         }
     }
 
+    /// A request read whole as text (for non-JSON answers such as `/metrics`).
+    pub async fn request_text(&self, method: Method, path: &str) -> (StatusCode, String) {
+        use http_body_util::BodyExt;
+        let (resp, _sender, task) = self.send_http1(method, path, &[], None).await;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+        task.abort();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
     /// Opens `GET path` as an event stream. `Err` carries a refusal (status and JSON body).
     pub async fn sse(&self, path: &str, headers: &[(&str, &str)]) -> Result<SseStream, RawReply> {
         use http_body_util::BodyExt;

@@ -12,6 +12,7 @@ mod delivery;
 mod durability;
 mod mailbox_cap;
 mod management;
+mod ops_metrics;
 mod routes;
 mod schedule_cancel_idem;
 mod slow_consumer;
