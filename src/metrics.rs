@@ -199,4 +199,51 @@ mod tests {
             .render()
             .contains("warbler_connections{transport=\"websocket\"} 0"));
     }
+
+    #[test]
+    fn shipped_alerts_and_dashboard_use_only_metrics_that_exist() {
+        let m = Metrics::new();
+        for family in [
+            &m.pushes_accepted,
+            &m.delivered,
+            &m.acked,
+            &m.opened,
+            &m.expired,
+            &m.rate_limited,
+        ] {
+            Metrics::app(family, "x").inc();
+        }
+        m.config_reloads
+            .get_or_create(&ResultLabel { result: "error" })
+            .inc();
+        let _guard = ConnectionGuard::new(&m, "sse");
+        let text = m.render();
+        for (file, body) in [
+            (
+                "alerts.yml",
+                include_str!("../packaging/prometheus/alerts.yml"),
+            ),
+            (
+                "warbler-dashboard.json",
+                include_str!("../packaging/grafana/warbler-dashboard.json"),
+            ),
+        ] {
+            let mut rest = body;
+            while let Some(i) = rest.find("warbler_") {
+                let name: String = rest[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                rest = &rest[i + name.len()..];
+                let exported = text.lines().any(|l| {
+                    l.strip_prefix(name.as_str())
+                        .is_some_and(|after| after.starts_with('{') || after.starts_with(' '))
+                });
+                assert!(
+                    exported,
+                    "{file} uses {name}, which /metrics does not export"
+                );
+            }
+        }
+    }
 }
