@@ -127,7 +127,8 @@ async fn send(
         .store
         .app(&key.app)?
         .ok_or_else(|| ApiError::unauthenticated("the credential is invalid or revoked"))?;
-    let limits = &state.config.limits;
+    let config = state.config.borrow().clone();
+    let limits = &config.limits;
     let rate = app
         .limits
         .pushes_per_second

@@ -36,7 +36,8 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
 pub struct AppState {
     pub store: Store,
     pub registry: Arc<Registry>,
-    pub config: Arc<Config>,
+    /// The running configuration; changes when the file is reloaded.
+    pub config: tokio::sync::watch::Receiver<Arc<Config>>,
     pub sessions: SessionSettings,
     pub shutdown: CancellationToken,
     pub metrics: Arc<crate::metrics::Metrics>,

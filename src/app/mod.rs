@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::{router, AppState};
+use crate::config::reload::{LogHook, Overrides, Reloader};
 use crate::config::{Config, StorageDurability, TlsMode};
 use crate::gateway::{Registry, SessionSettings};
 use crate::metrics::Metrics;
@@ -48,6 +49,9 @@ pub enum AppError {
 /// A built, not yet running, service.
 pub struct App {
     config: Arc<Config>,
+    config_tx: tokio::sync::watch::Sender<Arc<Config>>,
+    /// The file to watch for live changes, and the hook that applies log settings.
+    watch: Option<(PathBuf, Option<LogHook>, Overrides)>,
     data_dir: PathBuf,
     listener: TcpListener,
     local_addr: SocketAddr,
@@ -117,6 +121,8 @@ impl App {
             .local_addr()
             .map_err(|source| AppError::Bind { addr, source })?;
         Ok(Self {
+            config_tx: tokio::sync::watch::Sender::new(Arc::new(config.clone())),
+            watch: None,
             config: Arc::new(config),
             data_dir,
             listener,
@@ -146,6 +152,18 @@ impl App {
         self.initial.as_ref()
     }
 
+    /// Reload the configuration from `path` when it changes or on SIGHUP, while running.
+    /// `overrides` re-applies command-line settings to each newly read file.
+    pub fn watch_config(&mut self, path: PathBuf, on_log: Option<LogHook>, overrides: Overrides) {
+        self.watch = Some((path, on_log, overrides));
+    }
+
+    /// The configuration as it is now (after any reloads).
+    #[must_use]
+    pub fn config(&self) -> tokio::sync::watch::Receiver<Arc<Config>> {
+        self.config_tx.subscribe()
+    }
+
     /// Cancel this to shut the service down.
     #[must_use]
     pub fn shutdown_token(&self) -> CancellationToken {
@@ -166,13 +184,23 @@ impl App {
         let state = AppState {
             store: self.store.clone(),
             registry: self.registry.clone(),
-            config: Arc::clone(&self.config),
+            config: self.config_tx.subscribe(),
             sessions,
             shutdown: self.shutdown.clone(),
             metrics: Arc::clone(&self.metrics),
             rate_limiter: Arc::default(),
         };
         let tracker = TaskTracker::new();
+        if let Some((path, on_log, overrides)) = self.watch {
+            let reloader = Reloader {
+                path,
+                tx: self.config_tx.clone(),
+                metrics: Arc::clone(&self.metrics),
+                on_log,
+                overrides,
+            };
+            tracker.spawn(reloader.run(self.shutdown.clone()));
+        }
         tracker.spawn(sweeper(
             self.store.clone(),
             Duration::from_millis(self.config.storage.sweep_interval_ms),

@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::Args;
 
 use crate::app::App;
+use crate::config::reload::{LogHook, Overrides};
 use crate::config::{Config, LogFormat};
 
 #[derive(Debug, Args)]
@@ -39,17 +40,37 @@ fn load(args: &ServeArgs) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("WARBLER_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+/// Starts logging; returns a hook that applies a reloaded `log.level` (none when
+/// `WARBLER_LOG` fixes the filter).
+fn init_logging(config: &Config) -> Option<LogHook> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{fmt, reload, EnvFilter};
+    let from_env = EnvFilter::try_from_env("WARBLER_LOG").ok();
+    let fixed = from_env.is_some();
+    let filter = from_env
+        .or_else(|| EnvFilter::try_new(&config.log.level).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let (filter, handle) = reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
     match config.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Json => registry
+            .with(fmt::layer().json().with_writer(std::io::stderr))
+            .init(),
+        LogFormat::Text => registry
+            .with(fmt::layer().with_writer(std::io::stderr))
+            .init(),
     }
+    if fixed {
+        return None;
+    }
+    Some(Box::new(move |log: &crate::config::LogConfig| {
+        if let Ok(f) = EnvFilter::try_new(&log.level) {
+            if handle.reload(f).is_ok() {
+                tracing::info!(level = %log.level, "log level changed");
+            }
+        }
+    }))
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -60,18 +81,35 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(super::EXIT_USAGE));
         }
     };
-    init_logging(&config);
+    let log_hook = init_logging(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("warbler")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(config))?;
+    let (data, listen) = (args.data.clone(), args.listen);
+    let overrides: Overrides = Box::new(move |c: &mut Config| {
+        if let Some(d) = &data {
+            c.server.data_dir.clone_from(d);
+        }
+        if let Some(l) = listen {
+            c.server.listen = l;
+        }
+    });
+    runtime.block_on(serve(config, args.config.clone(), log_hook, overrides))?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
-    let app = App::build(config).await.context("cannot start")?;
+async fn serve(
+    config: Config,
+    config_path: Option<PathBuf>,
+    log_hook: Option<LogHook>,
+    overrides: Overrides,
+) -> anyhow::Result<()> {
+    let mut app = App::build(config).await.context("cannot start")?;
+    if let Some(path) = config_path {
+        app.watch_config(path, log_hook, overrides);
+    }
     if let Some(c) = app.initial_credentials() {
         println!(
             "First start: these credentials are shown once (also saved, mode 0600, in {}):",

@@ -1,6 +1,7 @@
 //! Configuration: the schema with defaults and documentation ([`schema`]), loading from a
 //! TOML file with command-line overrides, and validation that returns every error found.
 
+pub mod reload;
 mod schema;
 
 pub use schema::{

@@ -10,6 +10,7 @@ mod bad_input;
 mod broadcast_storage;
 mod delivery;
 mod durability;
+mod hot_reload;
 mod mailbox_cap;
 mod management;
 mod ops_metrics;
