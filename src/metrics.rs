@@ -38,6 +38,7 @@ pub struct Metrics {
     pub config_reloads: Family<ResultLabel, Counter>,
     pub rate_limited: Family<AppLabel, Counter>,
     pub tls_handshake_failures: Counter,
+    pub tls_reloads: Family<ResultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -63,6 +64,7 @@ impl Metrics {
             config_reloads: Family::default(),
             rate_limited: Family::default(),
             tls_handshake_failures: Counter::default(),
+            tls_reloads: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -124,6 +126,11 @@ impl Metrics {
             "tls_handshake_failures",
             "TLS handshakes that failed or timed out",
             m.tls_handshake_failures.clone(),
+        );
+        registry.register(
+            "tls_reloads",
+            "Certificate file changes by result (files mode)",
+            m.tls_reloads.clone(),
         );
         Self { registry, ..m }
     }

@@ -28,14 +28,13 @@ pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// (WebSocket sessions close themselves on the same token).
 pub async fn serve(
     listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    tls: tokio::sync::watch::Receiver<Arc<rustls::ServerConfig>>,
     router: Router,
     max_connections: usize,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
     let permits = Arc::new(Semaphore::new(max_connections));
     loop {
         let accepted = tokio::select! {
@@ -57,7 +56,8 @@ pub async fn serve(
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
+        // The certificate in force now: a swapped one applies from the next connection.
+        let acceptor = TlsAcceptor::from(tls.borrow().clone());
         let router = router.clone();
         let shutdown = shutdown.clone();
         let metrics = Arc::clone(&metrics);

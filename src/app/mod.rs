@@ -55,7 +55,9 @@ pub struct App {
     data_dir: PathBuf,
     listener: TcpListener,
     local_addr: SocketAddr,
-    tls: Arc<rustls::ServerConfig>,
+    tls: tokio::sync::watch::Sender<Arc<rustls::ServerConfig>>,
+    /// In `files` mode, the certificate and key to watch.
+    tls_files: Option<(PathBuf, PathBuf)>,
     store: Store,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
@@ -76,6 +78,7 @@ impl App {
         })?;
         tracing::info!(data = %data_dir.display(), "data dir ready");
 
+        let mut tls_files = None;
         let tls = match config.tls.mode {
             TlsMode::Auto => {
                 let dir = data_dir.join("tls");
@@ -90,7 +93,9 @@ impl App {
                 // validate() guarantees both paths in files mode.
                 let cert = config.tls.cert.clone().unwrap_or_default();
                 let key = config.tls.key.clone().unwrap_or_default();
-                server_config(&cert, &key)?
+                let loaded = server_config(&cert, &key)?;
+                tls_files = Some((cert, key));
+                loaded
             }
         };
 
@@ -127,7 +132,8 @@ impl App {
             data_dir,
             listener,
             local_addr,
-            tls,
+            tls: tokio::sync::watch::Sender::new(tls),
+            tls_files,
             store,
             registry,
             metrics,
@@ -191,6 +197,15 @@ impl App {
             rate_limiter: Arc::default(),
         };
         let tracker = TaskTracker::new();
+        if let Some((cert, key)) = self.tls_files {
+            tracker.spawn(crate::tls::reload::watch_files(
+                cert,
+                key,
+                self.tls.clone(),
+                Arc::clone(&self.metrics),
+                self.shutdown.clone(),
+            ));
+        }
         if let Some((path, on_log, overrides)) = self.watch {
             let reloader = Reloader {
                 path,
@@ -209,7 +224,7 @@ impl App {
         tracing::info!(addr = %self.local_addr, "serving https");
         crate::server::serve(
             self.listener,
-            self.tls,
+            self.tls.subscribe(),
             router(state),
             self.config.server.max_connections,
             Arc::clone(&self.metrics),

@@ -2,6 +2,7 @@
 
 mod bootstrap;
 mod config;
+pub mod reload;
 
 pub use bootstrap::{ensure_bootstrap, BootstrapOutcome, TlsPaths};
 pub use config::{

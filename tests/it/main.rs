@@ -18,6 +18,7 @@ mod routes;
 mod schedule_cancel_idem;
 mod slow_consumer;
 mod stats;
+mod tls_swap;
 mod topics;
 mod transports;
 mod ttl_collapse;
