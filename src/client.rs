@@ -138,6 +138,39 @@ impl Client {
         Ok(Reply { status, body })
     }
 
+    /// A GET whose answer is returned as raw bytes (backups, SDK files).
+    ///
+    /// # Errors
+    /// Transport failures.
+    pub async fn download(
+        &self,
+        path: &str,
+        bearer: Option<&str>,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        let mut req = hyper::Request::builder()
+            .method(Method::GET)
+            .uri(self.url(path));
+        if let Some(token) = bearer {
+            req = req.header("authorization", format!("Bearer {token}"));
+        }
+        let req = req
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let resp = self
+            .http
+            .request(req)
+            .await
+            .map_err(|e| ClientError::Http(format!("{e:?}")))?;
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))?
+            .to_bytes();
+        Ok((status, bytes))
+    }
+
     /// Sends JSON (or nothing) and parses the JSON reply.
     ///
     /// # Errors

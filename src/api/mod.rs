@@ -1,6 +1,7 @@
 //! The HTTP API: `router(state)` with one file per resource, the contract's error shape
 //! ([`error`]) and the extractors that authenticate and bound requests ([`extract`]).
 
+mod admin;
 mod apps;
 mod connect;
 mod devices;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub rate_limiter: Arc<rate_limit::RateLimiter>,
+    /// The data dir (backups are assembled there).
+    pub data_dir: std::path::PathBuf,
 }
 
 /// Every route with its methods, registered in one call each, so the list the OpenAPI test
@@ -68,6 +71,7 @@ impl RouteTable {
         let mut t = Self::default();
         health::routes(&mut t);
         apps::routes(&mut t);
+        admin::routes(&mut t);
         messages::routes(&mut t);
         stats::routes(&mut t);
         devices::routes(&mut t);

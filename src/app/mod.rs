@@ -195,6 +195,7 @@ impl App {
             shutdown: self.shutdown.clone(),
             metrics: Arc::clone(&self.metrics),
             rate_limiter: Arc::default(),
+            data_dir: self.data_dir.clone(),
         };
         let tracker = TaskTracker::new();
         if let Some((cert, key)) = self.tls_files {

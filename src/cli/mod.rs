@@ -3,6 +3,7 @@
 mod bench;
 mod ca;
 mod config_cmd;
+mod restore;
 mod serve;
 
 use std::process::ExitCode;
@@ -35,6 +36,8 @@ pub enum Command {
     Config(config_cmd::ConfigCommand),
     /// Load-test a running server: push throughput and latency, idle connection memory.
     Bench(bench::BenchArgs),
+    /// Rebuild a data dir from a backup archive (offline).
+    Restore(restore::RestoreArgs),
 }
 
 /// Runs the parsed command.
@@ -45,6 +48,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Ca(cmd) => ca::run(cmd),
         Command::Config(cmd) => config_cmd::run(cmd),
         Command::Bench(args) => bench::run(args),
+        Command::Restore(args) => restore::run(args),
     };
     match result {
         Ok(code) => code,

@@ -4,6 +4,7 @@
 //! Invariant: a write request is answered only after the transaction holding it committed
 //! (with `Durability::Immediate` unless the operator chose relaxed durability).
 
+mod backup;
 mod calls;
 mod error;
 mod ops_apps;
