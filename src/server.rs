@@ -17,6 +17,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::metrics::Metrics;
 
+/// The remote address of the connection a request came on (a request extension).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
 /// How long a client has to finish the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client has to send a request's headers.
@@ -105,7 +109,14 @@ async fn connection(
         // WebSocket over HTTP/2 (RFC 8441 extended CONNECT), besides HTTP/1.1 upgrades.
         .enable_connect_protocol()
         .max_concurrent_streams(256);
-    let service = TowerToHyperService::new(router);
+    // Every request carries the peer's address (audit log, per-IP limits).
+    let service = TowerToHyperService::new(tower::service_fn(
+        move |mut req: axum::http::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(PeerAddr(peer));
+            let mut router = router.clone();
+            async move { tower::Service::call(&mut router, req).await }
+        },
+    ));
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
     tokio::pin!(conn);
     let result = tokio::select! {

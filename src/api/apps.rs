@@ -13,6 +13,7 @@ use crate::domain::{format_rfc3339_ms, now_ms, random_secret, validate_app_name}
 use crate::store::records::{AppLimits, AppRecord, CredentialKind, CredentialRecord, Scope};
 use crate::store::NewApp;
 
+use super::admin::audit;
 use super::extract::{Admin, ApiJson};
 use super::{ApiError, AppState, Method, RouteTable};
 
@@ -113,6 +114,7 @@ async fn create_app(
         .await
         .map_err(|e| ApiError::from_store(e, "app"))?;
     tracing::info!(app = %body.name, by = %admin.token_id, "app created");
+    audit(&state, &admin, "app.create", Some(&body.name), None).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"id": body.name, "client_key": client_key, "signing_secret": signing_secret})),
@@ -258,6 +260,7 @@ async fn patch_app(
         .await
         .map_err(|e| ApiError::from_store(e, "app"))?;
     tracing::info!(app = %app, by = %admin.token_id, suspended = record.suspended, "app updated");
+    audit(&state, &admin, "app.update", Some(&app), None).await?;
     Ok(Json(view(&record)))
 }
 
@@ -272,6 +275,7 @@ async fn delete_app(
         .await
         .map_err(|e| ApiError::from_store(e, "app"))?;
     tracing::info!(app = %app, by = %admin.token_id, "app deleted");
+    audit(&state, &admin, "app.delete", Some(&app), None).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -311,6 +315,7 @@ async fn create_key(
         .await
         .map_err(|e| ApiError::from_store(e, "app"))?;
     tracing::info!(app = %app, key = %id, by = %admin.token_id, "API key created");
+    audit(&state, &admin, "key.create", Some(&app), Some(&id)).await?;
     Ok((StatusCode::CREATED, Json(json!({"id": id, "key": key}))))
 }
 
@@ -354,6 +359,7 @@ async fn revoke_key(
         .await
         .map_err(|e| ApiError::from_store(e, "key"))?;
     tracing::info!(app = %app, key = %id, by = %admin.token_id, "key revoked");
+    audit(&state, &admin, "key.revoke", Some(&app), Some(&id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -385,6 +391,7 @@ async fn rotate_client_key(
         }
     }
     tracing::info!(app = %app, key = %id, by = %admin.token_id, "client key rotated");
+    audit(&state, &admin, "client_key.rotate", Some(&app), Some(&id)).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"id": id, "client_key": key})),
@@ -406,5 +413,6 @@ async fn rotate_signing_secret(
         .await
         .map_err(|e| ApiError::from_store(e, "app"))?;
     tracing::info!(app = %app, by = %admin.token_id, "signing secret rotated");
+    audit(&state, &admin, "signing_secret.rotate", Some(&app), None).await?;
     Ok(Json(json!({"signing_secret": secret})))
 }

@@ -189,6 +189,8 @@ impl FromRequestParts<AppState> for ClientKey {
 /// A caller holding an owner's admin token.
 pub struct Admin {
     pub token_id: String,
+    /// Where the request came from, when known.
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 impl FromRequestParts<AppState> for Admin {
@@ -203,6 +205,10 @@ impl FromRequestParts<AppState> for Admin {
         }
         Ok(Self {
             token_id: record.id,
+            peer: parts
+                .extensions
+                .get::<crate::server::PeerAddr>()
+                .map(|p| p.0),
         })
     }
 }

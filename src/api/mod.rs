@@ -1,7 +1,7 @@
 //! The HTTP API: `router(state)` with one file per resource, the contract's error shape
 //! ([`error`]) and the extractors that authenticate and bound requests ([`extract`]).
 
-mod admin;
+pub(crate) mod admin;
 mod apps;
 mod connect;
 mod devices;

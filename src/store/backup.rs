@@ -6,10 +6,10 @@ use std::path::Path;
 use redb::{Key, ReadableDatabase, ReadableTable, TableDefinition, Value};
 
 use super::tables::{
-    APPS, APP_CREDENTIALS, BODIES, COLLAPSE_DEVICE, COLLAPSE_TOPIC, CONSOLE_USERS, CREDENTIALS,
-    DEVICES, DEVICE_HOME, DEVICE_PENDING, EXPIRY, GAPS, IDEMPOTENCY, IDEMPOTENCY_EXPIRY, MAILBOX,
-    MESSAGES, META, MSG_RECIPIENTS, SCHEDULE, STATS, SUBSCRIPTIONS, TOPIC_COUNTS, TOPIC_LOG,
-    USER_DEVICES,
+    APPS, APP_CREDENTIALS, AUDIT, BODIES, COLLAPSE_DEVICE, COLLAPSE_TOPIC, CONSOLE_USERS,
+    CREDENTIALS, DEVICES, DEVICE_HOME, DEVICE_PENDING, EXPIRY, GAPS, IDEMPOTENCY,
+    IDEMPOTENCY_EXPIRY, MAILBOX, MESSAGES, META, MSG_RECIPIENTS, SCHEDULE, STATS, SUBSCRIPTIONS,
+    TOPIC_COUNTS, TOPIC_LOG, USER_DEVICES,
 };
 use super::{Store, StoreError};
 
@@ -66,6 +66,7 @@ impl Store {
         rows += copy(&read, &txn, IDEMPOTENCY)?;
         rows += copy(&read, &txn, IDEMPOTENCY_EXPIRY)?;
         rows += copy(&read, &txn, STATS)?;
+        rows += copy(&read, &txn, AUDIT)?;
         txn.commit()?;
         Ok(rows)
     }

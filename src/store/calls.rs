@@ -201,6 +201,14 @@ impl Store {
         let _ = self.inner.ops.send(op).await;
     }
 
+    /// Appends an audit record; answers once it is committed.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn record_audit(&self, record: records::AuditRecord) -> Result<(), StoreError> {
+        self.call(|reply| Op::Audit(Box::new(record), reply)).await
+    }
+
     /// Runs one sweep: expiry, due schedules, idempotency keys, old statistics.
     ///
     /// # Errors

@@ -285,3 +285,16 @@ fn delete_app_rows(txn: &WriteTransaction, app: &str) -> Result<(), StoreError> 
     ));
     Ok(())
 }
+
+/// Appends one audit record, keyed by time and a unique sequence number.
+pub(crate) fn audit(
+    txn: &WriteTransaction,
+    state: &mut WriterState,
+    record: &super::records::AuditRecord,
+) -> Result<(), StoreError> {
+    let seq = state.next_seq;
+    state.next_seq += 1;
+    txn.open_table(super::tables::AUDIT)?
+        .insert((record.at_ms, seq), to_json("audit", record)?.as_slice())?;
+    Ok(())
+}

@@ -8,8 +8,8 @@ use super::ops_delivery::{load_message, release_entry, save_message, Outcome};
 use super::ops_messages::{send_now, PushOp};
 use super::records::Lifecycle;
 use super::tables::{
-    from_json, MailboxEntry, APPS, BODIES, EXPIRE_CONTENT, EXPIRY, FORGET_RECORD, IDEMPOTENCY,
-    IDEMPOTENCY_EXPIRY, MAILBOX, MESSAGES, MSG_RECIPIENTS, SCHEDULE, STATS, TOPIC_LOG,
+    from_json, MailboxEntry, APPS, AUDIT, BODIES, EXPIRE_CONTENT, EXPIRY, FORGET_RECORD,
+    IDEMPOTENCY, IDEMPOTENCY_EXPIRY, MAILBOX, MESSAGES, MSG_RECIPIENTS, SCHEDULE, STATS, TOPIC_LOG,
 };
 use super::writer::WriterState;
 use super::StoreError;
@@ -18,6 +18,8 @@ use super::StoreError;
 pub const SWEEP_BATCH: usize = 1000;
 /// How long a message's record (its status and counts) is kept after it expired.
 pub const RECORD_RETENTION_MS: u64 = 7 * 24 * 3600 * 1000;
+/// How long audit records are kept.
+pub const AUDIT_RETENTION_MS: u64 = 90 * 24 * 3600 * 1000;
 /// How long per-minute statistics are kept.
 pub const STATS_RETENTION_MS: u64 = 31 * 24 * 3600 * 1000;
 
@@ -43,6 +45,7 @@ pub(crate) fn sweep(
     forget_idempotency(txn, now, &mut report)?;
     if now >= state.next_stats_gc_ms {
         drop_old_stats(txn, now)?;
+        drop_old_audit(txn, now)?;
         state.next_stats_gc_ms = now + 3_600_000;
     }
     Ok(report)
@@ -237,6 +240,25 @@ fn drop_old_stats(txn: &WriteTransaction, now: u64) -> Result<(), StoreError> {
         for minute in old {
             stats.remove((app.as_str(), minute))?;
         }
+    }
+    Ok(())
+}
+
+fn drop_old_audit(txn: &WriteTransaction, now: u64) -> Result<(), StoreError> {
+    let cutoff = now.saturating_sub(AUDIT_RETENTION_MS);
+    let mut table = txn.open_table(AUDIT)?;
+    let old: Vec<(u64, u64)> = {
+        let mut out = Vec::new();
+        for row in table.range(..(cutoff, 0u64))? {
+            out.push(row?.0.value());
+            if out.len() >= SWEEP_BATCH {
+                break;
+            }
+        }
+        out
+    };
+    for key in old {
+        table.remove(key)?;
     }
     Ok(())
 }

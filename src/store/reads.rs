@@ -3,9 +3,11 @@
 use bytes::Bytes;
 use redb::ReadableDatabase;
 
-use super::records::{AppRecord, CredentialRecord, DeviceRecord, MessageRecord, UserRecord};
+use super::records::{
+    AppRecord, AuditRecord, CredentialRecord, DeviceRecord, MessageRecord, UserRecord,
+};
 use super::tables::{
-    from_json, Cursor, MailboxEntry, StatsRow, APPS, APP_CREDENTIALS, BODIES, CONSOLE_USERS,
+    from_json, Cursor, MailboxEntry, StatsRow, APPS, APP_CREDENTIALS, AUDIT, BODIES, CONSOLE_USERS,
     CREDENTIALS, DEVICES, DEVICE_HOME, GAPS, MAILBOX, MESSAGES, META, META_INITIALIZED, STATS,
     SUBSCRIPTIONS, TOPIC_COUNTS, TOPIC_LOG, USER_DEVICES,
 };
@@ -266,6 +268,29 @@ impl Store {
         for row in table.range((app, from_minute)..(app, to_minute))? {
             let (k, v) = row?;
             out.push((k.value().1, StatsRow::decode(v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// Audit records, newest first, older than `before` (ms) when given, at most `limit`.
+    ///
+    /// # Errors
+    /// Storage errors or a corrupt record.
+    pub fn audit_log(
+        &self,
+        before_ms: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let txn = self.db().begin_read()?;
+        let table = txn.open_table(AUDIT)?;
+        let end = before_ms.unwrap_or(u64::MAX);
+        let mut out = Vec::new();
+        for row in table.range(..(end, 0u64))?.rev() {
+            let (_, v) = row?;
+            out.push(from_json("audit", v.value())?);
+            if out.len() >= limit {
+                break;
+            }
         }
         Ok(out)
     }

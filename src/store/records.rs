@@ -160,3 +160,18 @@ pub struct IdempotencyRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduled_at_ms: Option<u64>,
 }
+
+/// One management action: who did what, to which app, when, from where.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub at_ms: u64,
+    /// The credential (admin token or API key id) or console user that acted.
+    pub actor: String,
+    /// A dotted verb, e.g. `app.create`, `key.revoke`, `backup.download`.
+    pub action: String,
+    pub app: Option<String>,
+    /// The object acted on (key id, device id, …), when there is one.
+    pub target: Option<String>,
+    /// The remote address of the request.
+    pub peer: Option<String>,
+}

@@ -27,6 +27,7 @@
 //! | `idempotency` | (app, key) | JSON [`IdempotencyRecord`](super::records::IdempotencyRecord) |
 //! | `idempotency_expiry` | (at ms, app, key) | () |
 //! | `stats` | (app, minute since epoch) | [`StatsRow`] (5 × u64 BE) |
+//! | `audit` | (at ms, seq) | JSON [`AuditRecord`](super::records::AuditRecord) |
 //!
 //! `seq` is one counter for the whole store, assigned by the writer in commit order, so a
 //! device's mailbox in key order is the order its messages were accepted. Topic and `all`
@@ -72,6 +73,7 @@ pub const IDEMPOTENCY: TableDefinition<(&str, &str), &[u8]> = TableDefinition::n
 pub const IDEMPOTENCY_EXPIRY: TableDefinition<(u64, &str, &str), ()> =
     TableDefinition::new("idempotency_expiry");
 pub const STATS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("stats");
+pub const AUDIT: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("audit");
 
 /// The reserved topic every device of an app is subscribed to: the `all` target. Topic names
 /// from users cannot start with `$`.
@@ -281,6 +283,7 @@ pub fn initialize(db: &redb::Database) -> Result<(u64, u64), StoreError> {
         txn.open_table(IDEMPOTENCY)?;
         txn.open_table(IDEMPOTENCY_EXPIRY)?;
         txn.open_table(STATS)?;
+        txn.open_table(AUDIT)?;
     }
     txn.commit()?;
     Ok((next_seq, clock))

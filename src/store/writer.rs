@@ -16,7 +16,7 @@ use super::ops_delivery::{self, Cancelled};
 use super::ops_devices::{self, DevicePatch, NewDevice};
 use super::ops_messages::{self, PushOp, PushReply};
 use super::ops_sweep::{self, SweepReport};
-use super::records::{AppRecord, DeviceRecord};
+use super::records::{AppRecord, AuditRecord, DeviceRecord};
 use super::tables::{StatsRow, META_CLOCK, STATS};
 use super::tables::{META, META_NEXT_SEQ};
 use super::{CommitListener, Committed, StoreError};
@@ -117,6 +117,7 @@ pub(crate) enum Op {
         device: String,
         at_ms: u64,
     },
+    Audit(Box<AuditRecord>, Reply<()>),
     Shutdown,
 }
 
@@ -517,6 +518,10 @@ fn apply(
             settle(finishers, reply, r)
         }
         Op::TouchDevice { app, device, at_ms } => ops_devices::touch(txn, &app, &device, at_ms),
+        Op::Audit(record, reply) => {
+            let r = ops_apps::audit(txn, state, &record);
+            settle(finishers, reply, r)
+        }
         Op::Shutdown => Ok(()),
     }
 }

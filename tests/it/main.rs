@@ -6,6 +6,7 @@
 
 mod harness;
 
+mod audit;
 mod backup_restore;
 mod bad_input;
 mod broadcast_storage;
