@@ -1,7 +1,8 @@
 //! The accept loop: TCP → TLS (handshake timeout) → HTTP/1.1 or HTTP/2 (by ALPN/preface)
 //! serving the router, with connection and header bounds, and graceful shutdown.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,18 +29,71 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest HTTP/1 read buffer (so the largest header block) and HTTP/2 header list, in bytes.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 
+/// Connection bounds applied before any TLS work.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    /// All connections at once.
+    pub total: usize,
+    /// Connections at once from one IP address.
+    pub per_ip: usize,
+}
+
+/// Open connections per IP address; the guard gives its slot back when dropped.
+#[derive(Default)]
+struct PerIp(std::sync::Mutex<HashMap<IpAddr, usize>>);
+
+struct IpSlot {
+    table: Arc<PerIp>,
+    ip: IpAddr,
+}
+
+impl PerIp {
+    fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<IpSlot> {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = map.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            table: Arc::clone(self),
+            ip,
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut map = self
+            .table
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Serves until `shutdown` is cancelled, then stops accepting and lets open requests finish
 /// (WebSocket sessions close themselves on the same token).
 pub async fn serve(
     listener: TcpListener,
     tls: tokio::sync::watch::Receiver<Arc<rustls::ServerConfig>>,
     router: Router,
-    max_connections: usize,
+    limits: ConnLimits,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let permits = Arc::new(Semaphore::new(max_connections));
+    let permits = Arc::new(Semaphore::new(limits.total));
+    let per_ip = Arc::new(PerIp::default());
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -55,7 +109,12 @@ pub async fn serve(
             }
         };
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-            tracing::warn!(%peer, max_connections, "connection limit reached; refusing");
+            tracing::warn!(%peer, max = limits.total, "connection limit reached; refusing");
+            drop(tcp);
+            continue;
+        };
+        let Some(slot) = per_ip.take(peer.ip(), limits.per_ip) else {
+            tracing::warn!(%peer, max = limits.per_ip, "per-address connection limit reached; refusing");
             drop(tcp);
             continue;
         };
@@ -67,6 +126,7 @@ pub async fn serve(
         let metrics = Arc::clone(&metrics);
         tracker.spawn(Box::pin(async move {
             connection(tcp, peer, acceptor, router, &metrics, shutdown).await;
+            drop(slot);
             drop(permit);
         }));
     }

@@ -88,6 +88,34 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 /// Finds and verifies a credential of the given kind from the request headers.
 fn credential(
     state: &AppState,
+    parts: &Parts,
+    expected: TokenKind,
+) -> Result<CredentialRecord, ApiError> {
+    let peer = parts
+        .extensions
+        .get::<crate::server::PeerAddr>()
+        .map(|p| p.0.ip());
+    let limit = state.config.borrow().server.auth_failures_per_minute;
+    if let Some(ip) = peer {
+        if let Err(wait) = state.auth_throttle.check(ip, limit) {
+            return Err(ApiError::rate_limited(
+                "too many failed authentications from this address; wait",
+                wait,
+            ));
+        }
+    }
+    let result = check_credential(state, &parts.headers, expected);
+    if let (Err(e), Some(ip)) = (&result, peer) {
+        // Only a presented credential that fails counts: a missing one is not a guess.
+        if e.status == axum::http::StatusCode::UNAUTHORIZED && bearer(&parts.headers).is_some() {
+            state.auth_throttle.failed(ip);
+        }
+    }
+    result
+}
+
+fn check_credential(
+    state: &AppState,
     headers: &HeaderMap,
     expected: TokenKind,
 ) -> Result<CredentialRecord, ApiError> {
@@ -160,7 +188,7 @@ impl FromRequestParts<AppState> for ApiKey {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let record = credential(state, &parts.headers, TokenKind::ApiKey)?;
+        let record = credential(state, parts, TokenKind::ApiKey)?;
         let app = live_app(state, &record)?;
         Ok(Self {
             app,
@@ -179,7 +207,7 @@ impl FromRequestParts<AppState> for ClientKey {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let record = credential(state, &parts.headers, TokenKind::ClientKey)?;
+        let record = credential(state, parts, TokenKind::ClientKey)?;
         Ok(Self {
             app: live_app(state, &record)?,
         })
@@ -197,7 +225,7 @@ impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let record = credential(state, &parts.headers, TokenKind::AdminToken)?;
+        let record = credential(state, parts, TokenKind::AdminToken)?;
         if record.kind != CredentialKind::AdminToken {
             return Err(ApiError::unauthenticated(
                 "the credential is invalid or revoked",

@@ -43,6 +43,7 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub rate_limiter: Arc<rate_limit::RateLimiter>,
+    pub auth_throttle: Arc<rate_limit::AuthThrottle>,
     /// The data dir (backups are assembled there).
     pub data_dir: std::path::PathBuf,
 }

@@ -1,4 +1,5 @@
-//! Per-app token buckets for `POST /v1/messages`: `rate` pushes per second with a burst of one
+//! Per-app token buckets for `POST /v1/messages`, and the per-address throttle on failed
+//! authentication. Buckets: `rate` pushes per second with a burst of one
 //! second's worth. Kept in memory (a restart refills the buckets). The std mutex is held only
 //! for one map lookup and a little arithmetic.
 
@@ -51,6 +52,52 @@ impl RateLimiter {
     }
 }
 
+/// Failed authentications per IP address in the current minute. Past the limit, that
+/// address is refused (429) until the minute ends, whatever it presents: guessing keys or
+/// tokens stays slow.
+#[derive(Default)]
+pub struct AuthThrottle {
+    failures: Mutex<HashMap<std::net::IpAddr, (u64, u32)>>,
+}
+
+impl AuthThrottle {
+    fn minute() -> u64 {
+        crate::domain::now_ms() / 60_000
+    }
+
+    /// `Err(seconds)` while the address is locked out.
+    pub fn check(&self, ip: std::net::IpAddr, limit: u32) -> Result<(), u64> {
+        let map = self
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match map.get(&ip) {
+            Some(&(minute, n)) if minute == Self::minute() && n >= limit => {
+                let into = crate::domain::now_ms() % 60_000;
+                Err((60_000 - into).div_ceil(1000).max(1))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts one failed authentication from the address.
+    pub fn failed(&self, ip: std::net::IpAddr) {
+        let now = Self::minute();
+        let mut map = self
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() >= MAX_BUCKETS && !map.contains_key(&ip) {
+            map.retain(|_, (minute, _)| *minute == now);
+        }
+        let entry = map.entry(ip).or_insert((now, 0));
+        if entry.0 != now {
+            *entry = (now, 0);
+        }
+        entry.1 = entry.1.saturating_add(1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,5 +110,18 @@ mod tests {
         }
         assert_eq!(r.take("a", 5), Err(1));
         assert!(r.take("b", 5).is_ok(), "apps have separate buckets");
+    }
+
+    #[test]
+    fn an_address_is_locked_out_after_too_many_failures() {
+        let t = AuthThrottle::default();
+        let ip: std::net::IpAddr = "10.0.0.1".parse().expect("ip");
+        for _ in 0..3 {
+            assert!(t.check(ip, 3).is_ok());
+            t.failed(ip);
+        }
+        let wait = t.check(ip, 3).expect_err("locked out");
+        assert!((1..=60).contains(&wait));
+        assert!(t.check("10.0.0.2".parse().expect("ip"), 3).is_ok());
     }
 }

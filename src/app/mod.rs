@@ -195,6 +195,7 @@ impl App {
             shutdown: self.shutdown.clone(),
             metrics: Arc::clone(&self.metrics),
             rate_limiter: Arc::default(),
+            auth_throttle: Arc::default(),
             data_dir: self.data_dir.clone(),
         };
         let tracker = TaskTracker::new();
@@ -227,7 +228,10 @@ impl App {
             self.listener,
             self.tls.subscribe(),
             router(state),
-            self.config.server.max_connections,
+            crate::server::ConnLimits {
+                total: self.config.server.max_connections,
+                per_ip: self.config.server.max_connections_per_ip,
+            },
             Arc::clone(&self.metrics),
             self.shutdown.clone(),
             tracker.clone(),

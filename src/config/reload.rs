@@ -41,6 +41,10 @@ pub fn merge_live(running: &Config, mut new: Config) -> (Config, Vec<&'static st
     keep!(server.hostnames, "server.hostnames");
     keep!(server.data_dir, "server.data_dir");
     keep!(server.max_connections, "server.max_connections");
+    keep!(
+        server.max_connections_per_ip,
+        "server.max_connections_per_ip"
+    );
     keep!(storage, "storage");
     keep!(tls, "tls");
     keep!(gateway, "gateway");

@@ -36,6 +36,11 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Most concurrent connections (TLS handshakes included) the server accepts.
     pub max_connections: usize,
+    /// Most concurrent connections from one IP address (devices behind one NAT share one).
+    pub max_connections_per_ip: usize,
+    /// Failed authentications one IP address may make per minute before its requests get
+    /// 429 for the rest of that minute (guessing keys and tokens).
+    pub auth_failures_per_minute: u32,
 }
 
 impl Default for ServerConfig {
@@ -45,6 +50,8 @@ impl Default for ServerConfig {
             hostnames: Vec::new(),
             data_dir: PathBuf::from("warbler-data"),
             max_connections: 19_000,
+            max_connections_per_ip: 10_000,
+            auth_failures_per_minute: 30,
         }
     }
 }
@@ -192,8 +199,14 @@ impl Config {
         if !(10..=60_000).contains(&self.storage.sweep_interval_ms) {
             errors.push("storage.sweep_interval_ms must be between 10 and 60000".into());
         }
-        if self.server.max_connections == 0 {
-            errors.push("server.max_connections must be at least 1".into());
+        if self.server.max_connections == 0 || self.server.max_connections_per_ip == 0 {
+            errors.push(
+                "server.max_connections and server.max_connections_per_ip must be at least 1"
+                    .into(),
+            );
+        }
+        if self.server.auth_failures_per_minute == 0 {
+            errors.push("server.auth_failures_per_minute must be at least 1".into());
         }
         if self.tls.mode == TlsMode::Files && (self.tls.cert.is_none() || self.tls.key.is_none()) {
             errors.push("tls.cert and tls.key are required when tls.mode = \"files\"".into());

@@ -16,6 +16,7 @@ mod hot_reload;
 mod mailbox_cap;
 mod management;
 mod ops_metrics;
+mod pre_auth;
 mod routes;
 mod schedule_cancel_idem;
 mod slow_consumer;
