@@ -1,8 +1,16 @@
 //! The command line: one file per subcommand; `run` maps the parsed command to an exit code.
+//! The client subcommands (`send`, `listen`, `app`, `key`) share [`remote`]: server, CA,
+//! credentials, errors and their exit codes (see `docs/cli.md`).
 
+mod app_cmd;
 mod bench;
 mod ca;
+mod completions;
 mod config_cmd;
+mod key;
+mod listen;
+pub mod remote;
+mod send;
 mod serve;
 
 use std::process::ExitCode;
@@ -35,6 +43,16 @@ pub enum Command {
     Config(config_cmd::ConfigCommand),
     /// Load-test a running server: push throughput and latency, idle connection memory.
     Bench(bench::BenchArgs),
+    /// Send a push (server API, with an API key).
+    Send(send::SendArgs),
+    /// Be a device: print messages as they arrive and ack them.
+    Listen(listen::ListenArgs),
+    /// Manage apps (management API, with the admin token).
+    App(app_cmd::AppArgs),
+    /// Manage an app's API keys (management API, with the admin token).
+    Key(key::KeyArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(completions::CompletionsArgs),
 }
 
 /// Runs the parsed command.
@@ -45,6 +63,11 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Ca(cmd) => ca::run(cmd),
         Command::Config(cmd) => config_cmd::run(cmd),
         Command::Bench(args) => bench::run(args),
+        Command::Send(args) => remote::finish(args.json(), send::run(args)),
+        Command::Listen(args) => remote::finish(args.json(), listen::run(args)),
+        Command::App(args) => remote::finish(args.json(), app_cmd::run(args)),
+        Command::Key(args) => remote::finish(args.json(), key::run(args)),
+        Command::Completions(args) => completions::run(args),
     };
     match result {
         Ok(code) => code,
