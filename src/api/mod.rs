@@ -10,6 +10,7 @@ mod extract;
 mod health;
 mod messages;
 mod openapi;
+mod sdk;
 mod stats;
 
 use std::sync::Arc;
@@ -70,6 +71,7 @@ impl RouteTable {
         connect::routes(&mut t);
         events::routes(&mut t);
         openapi::routes(&mut t);
+        sdk::routes(&mut t);
         t
     }
 }

@@ -15,6 +15,7 @@ mod mailbox_cap;
 mod management;
 mod routes;
 mod schedule_cancel_idem;
+mod sdk_assets;
 mod slow_consumer;
 mod stats;
 mod topics;
