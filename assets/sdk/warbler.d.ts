@@ -4,6 +4,9 @@
 export declare const VERSION: string;
 
 export type Transport = "websocket" | "sse" | "poll";
+/** `connecting`: an attempt is under way; `open`: welcomed, messages flow; `reconnecting`:
+ * waiting `delay` ms before the next attempt (or switching to a fallback transport);
+ * `closed`: by `close()` or for good (see `reason`). */
 export type State = "idle" | "connecting" | "open" | "reconnecting" | "closed";
 
 /** A `message` frame as the server sent it. */

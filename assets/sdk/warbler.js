@@ -40,6 +40,11 @@
     return new WarblerError(code, message, res.status);
   }
 
+  /** A 403 from Warbler itself (the app is suspended), not from a proxy on the way. */
+  async function isSuspended(res) {
+    return (await errorFrom(res)).code === "forbidden";
+  }
+
   /** Registers a device with the app's client key; resolves to `{deviceId, token}`. */
   async function register({ url, clientKey, platform = "web", userToken, fetch: f } = {}) {
     const doFetch = f || defaultFetch();
@@ -96,6 +101,7 @@
       this._gen = 0;
       this._ti = 0;
       this._attempt = 0;
+      this._strikes = 0;
       this._conn = null;
       this._timer = null;
       this._stopped = true;
@@ -153,7 +159,7 @@
     _open() {
       const gen = ++this._gen;
       this.transport = this.transports[this._ti];
-      this._setState(this._attempt ? "reconnecting" : "connecting", { attempt: this._attempt });
+      this._setState("connecting", { attempt: this._attempt });
       const open = { websocket: this._openWebSocket, sse: this._openSse, poll: this._openPoll }[this.transport];
       this._conn = open.call(this, gen);
     }
@@ -161,6 +167,7 @@
     _welcome(gen, frame) {
       if (gen !== this._gen) return;
       this._attempt = 0;
+      this._strikes = 0;
       if (frame.device_id) this.deviceId = frame.device_id;
       this._setState("open", {});
       this._flush();
@@ -242,18 +249,25 @@
         this._report(new WarblerError(info.final, "connection closed: " + info.final));
         return;
       }
-      // Never got through, yet the server answers HTTP: this transport is blocked on the way.
+      // Never got through twice in a row, yet the server answers HTTP: this transport is
+      // blocked on the way (a proxy), so fall back. (Once is not enough: the server may have
+      // come back between the failed attempt and the probe.)
       if (!info.welcomed && !info.through && this._ti < this.transports.length - 1) {
         const reachable = await this._reachable();
         if (gen !== this._gen || this._stopped) return;
+        if (reachable && ++this._strikes < 2) { this._open(); return; }
         if (reachable) {
           const from = this.transport;
+          this._strikes = 0;
           this._ti++;
           this._setState("reconnecting", { fallbackFrom: from, transport: this.transports[this._ti] });
           this._open();
           return;
         }
       }
+      this._strikes = 0;
+      // A fallback session that ended: try the preferred transport again first.
+      if (info.welcomed) this._ti = 0;
       const ceiling = info.slow ? this.backoff.max
         : Math.min(this.backoff.max, this.backoff.initial * 2 ** Math.min(this._attempt, 16));
       const delay = Math.round(ceiling / 2 + Math.random() * ceiling / 2);
@@ -320,7 +334,7 @@
         });
       } catch (_) { return end({}); }
       if (res.status === 401) return end({ final: "unauthenticated" });
-      if (res.status === 403) return end({ through: true, slow: true });
+      if (res.status === 403 && (await isSuspended(res))) return end({ through: true, slow: true });
       const type = res.headers.get("content-type") || "";
       if (!res.ok || !type.startsWith("text/event-stream") || !res.body) return end({ through: res.status >= 500 });
       const info = { through: true, welcomed: false };
@@ -388,11 +402,12 @@
         let res;
         let frames;
         try {
-          res = await this.fetch(this.url + "/v1/poll?wait=25", {
+          // The first poll answers at once, so the state is `open` as soon as we got through.
+          res = await this.fetch(this.url + "/v1/poll?wait=" + (welcomed ? 25 : 0), {
             headers: { authorization: "Bearer " + this.token }, cache: "no-store", signal: abort.signal,
           });
           if (res.status === 401) return this._ended(gen, { final: "unauthenticated" });
-          if (res.status === 403) return this._ended(gen, { through: true, slow: true });
+          if (res.status === 403 && (await isSuspended(res))) return this._ended(gen, { through: true, slow: true });
           if (!res.ok) return this._ended(gen, { welcomed, through: res.status >= 500 });
           frames = await res.json();
         } catch (_) {
