@@ -1,5 +1,5 @@
 //! A small Rust client of the Warbler HTTP API and WebSocket protocol, trusting one CA.
-//! Used by the tests, the benchmarks and (later) the CLI's `send`/`listen`.
+//! Used by the tests, the benchmarks and the CLI (`send`, `listen`, `app`, `key`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -32,6 +32,22 @@ pub enum ClientError {
     Ws(#[from] tokio_tungstenite::tungstenite::Error),
     #[error("unexpected reply: {0}")]
     Protocol(String),
+    /// The server answered with an error in the contract's shape.
+    #[error("{code} ({status}): {message}")]
+    Api {
+        status: StatusCode,
+        code: String,
+        message: String,
+    },
+}
+
+impl ClientError {
+    /// Whether the server could not be reached at all (refused, reset, TLS handshake).
+    #[must_use]
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Http(_) | Self::Io(_))
+            || matches!(self, Self::Ws(e) if !matches!(e, tokio_tungstenite::tungstenite::Error::Http(_)))
+    }
 }
 
 type Https = hyper_rustls::HttpsConnector<HttpConnector>;
@@ -45,12 +61,53 @@ pub struct Client {
     ws_tls: tokio_rustls::TlsConnector,
 }
 
-/// The answer to an API call: status and JSON body (`Null` when empty, a JSON string
-/// holding the text when the answer is not JSON).
+/// The answer to an API call: status and JSON body (`Null` when empty; a JSON string
+/// holding the text when the server sent something else than JSON, such as the SDK).
 #[derive(Debug, Clone)]
 pub struct Reply {
     pub status: StatusCode,
     pub body: serde_json::Value,
+}
+
+impl Reply {
+    /// The body when the status is `expected`; otherwise the server's error as
+    /// [`ClientError::Api`] (code and message from `{"error":{…}}`, or the status alone).
+    ///
+    /// # Errors
+    /// Any other status.
+    pub fn expect_status(self, expected: StatusCode) -> Result<serde_json::Value, ClientError> {
+        if self.status == expected {
+            return Ok(self.body);
+        }
+        let error = &self.body["error"];
+        let code = error["code"].as_str().map_or_else(
+            || {
+                self.status
+                    .canonical_reason()
+                    .unwrap_or("error")
+                    .to_lowercase()
+                    .replace(' ', "_")
+            },
+            str::to_owned,
+        );
+        let message = error["message"]
+            .as_str()
+            .map_or_else(|| self.body.to_string(), str::to_owned);
+        Err(ClientError::Api {
+            status: self.status,
+            code,
+            message,
+        })
+    }
+}
+
+/// How a WebSocket read ended or what it brought.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Incoming {
+    /// A JSON text frame.
+    Frame(serde_json::Value),
+    /// The server closed; the close code and reason when it sent a close frame.
+    Closed(Option<(u16, String)>),
 }
 
 impl Client {
@@ -121,6 +178,10 @@ impl Client {
             .await
             .map_err(|e| ClientError::Http(format!("{e:?}")))?;
         let status = resp.status();
+        let is_json = resp
+            .headers()
+            .get(hyper::header::CONTENT_TYPE)
+            .is_none_or(|v| v.as_bytes().starts_with(b"application/json"));
         let bytes = resp
             .into_body()
             .collect()
@@ -129,11 +190,10 @@ impl Client {
             .to_bytes();
         let body = if bytes.is_empty() {
             serde_json::Value::Null
+        } else if is_json {
+            serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))?
         } else {
-            // A non-JSON answer (e.g. `/metrics`) comes back as a JSON string of its text.
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-                serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
-            })
+            serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
         };
         Ok(Reply { status, body })
     }
@@ -184,6 +244,55 @@ impl Client {
     ) -> Result<Reply, ClientError> {
         let bytes = body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string()));
         self.raw(method, path, bearer, bytes).await
+    }
+
+    /// Sends JSON (or nothing) and returns the reply body when the status is `expected`.
+    ///
+    /// # Errors
+    /// Transport failures, or the server's error as [`ClientError::Api`].
+    pub async fn call_expecting(
+        &self,
+        method: Method,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<&serde_json::Value>,
+        expected: StatusCode,
+    ) -> Result<serde_json::Value, ClientError> {
+        self.call(method, path, bearer, body)
+            .await?
+            .expect_status(expected)
+    }
+
+    /// Registers a device with the app's client key; returns `(device_id, device_token)`.
+    ///
+    /// # Errors
+    /// Transport failures, or the server's error as [`ClientError::Api`].
+    pub async fn register_device(
+        &self,
+        client_key: &str,
+        platform: &str,
+        user_token: Option<&str>,
+    ) -> Result<(String, String), ClientError> {
+        let mut body = serde_json::json!({ "platform": platform });
+        if let Some(t) = user_token {
+            body["user_token"] = serde_json::json!(t);
+        }
+        let reply = self
+            .call_expecting(
+                Method::POST,
+                "/v1/devices/register",
+                Some(client_key),
+                Some(&body),
+                StatusCode::CREATED,
+            )
+            .await?;
+        let field = |name: &str| {
+            reply[name]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| ClientError::Protocol(format!("registration without {name}")))
+        };
+        Ok((field("device_id")?, field("token")?))
     }
 
     /// Opens a WebSocket to `/v1/connect` with the device token in the header (or, with
@@ -273,6 +382,29 @@ impl DeviceConnection {
             }
         }
         Ok(None)
+    }
+
+    /// The next JSON text frame, or how the connection ended (with the close code).
+    ///
+    /// # Errors
+    /// Transport failures or a frame that is not JSON.
+    pub async fn next_incoming(&mut self) -> Result<Incoming, ClientError> {
+        while let Some(msg) = self.ws.next().await {
+            match msg? {
+                Message::Text(text) => {
+                    return serde_json::from_str(&text)
+                        .map(Incoming::Frame)
+                        .map_err(|e| ClientError::Protocol(e.to_string()))
+                }
+                Message::Close(frame) => {
+                    return Ok(Incoming::Closed(
+                        frame.map(|f| (u16::from(f.code), f.reason.to_string())),
+                    ))
+                }
+                _ => {}
+            }
+        }
+        Ok(Incoming::Closed(None))
     }
 
     /// Acknowledges messages by id.

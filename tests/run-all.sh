@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test of the project on a fresh machine with the Rust toolchain:
 # formatting, clippy (warnings are errors), then the whole test suite (unit tests, the
-# integration suite against the real server and the real binary). Builds once.
+# integration suite against the real server and the real binary), then the JavaScript
+# SDK tests in Node against the built binary (tests/sdk). Builds once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,3 +19,16 @@ cargo test --all-targets --locked --no-run
 
 step "run the test suite"
 cargo test --all-targets --locked
+
+step "JavaScript SDK tests (Node 20+, against the binary built above)"
+if ! command -v npm >/dev/null 2>&1; then
+  # Debian's Node.js and npm, when the machine has none.
+  apt-get update -qq && apt-get install -y -qq nodejs npm
+fi
+target_dir="${CARGO_TARGET_DIR:-target}"
+case "$target_dir" in /*) ;; *) target_dir="$PWD/$target_dir" ;; esac
+(
+  cd tests/sdk
+  npm ci --no-audit --no-fund
+  WARBLER_BIN="$target_dir/debug/warbler" node --test --test-concurrency=1
+)

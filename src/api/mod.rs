@@ -12,6 +12,7 @@ mod health;
 mod messages;
 mod openapi;
 pub mod rate_limit;
+mod sdk;
 mod stats;
 
 use std::sync::Arc;
@@ -79,6 +80,7 @@ impl RouteTable {
         connect::routes(&mut t);
         events::routes(&mut t);
         openapi::routes(&mut t);
+        sdk::routes(&mut t);
         t
     }
 }

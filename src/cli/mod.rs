@@ -1,9 +1,17 @@
 //! The command line: one file per subcommand; `run` maps the parsed command to an exit code.
+//! The client subcommands (`send`, `listen`, `app`, `key`) share [`remote`]: server, CA,
+//! credentials, errors and their exit codes (see `docs/cli.md`).
 
+mod app_cmd;
 mod bench;
 mod ca;
+mod completions;
 mod config_cmd;
+mod key;
+mod listen;
+pub mod remote;
 mod restore;
+mod send;
 mod serve;
 
 use std::process::ExitCode;
@@ -38,6 +46,16 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Rebuild a data dir from a backup archive (offline).
     Restore(restore::RestoreArgs),
+    /// Send a push (server API, with an API key).
+    Send(send::SendArgs),
+    /// Be a device: print messages as they arrive and ack them.
+    Listen(listen::ListenArgs),
+    /// Manage apps (management API, with the admin token).
+    App(app_cmd::AppArgs),
+    /// Manage an app's API keys (management API, with the admin token).
+    Key(key::KeyArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(completions::CompletionsArgs),
 }
 
 /// Runs the parsed command.
@@ -49,6 +67,11 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Config(cmd) => config_cmd::run(cmd),
         Command::Bench(args) => bench::run(args),
         Command::Restore(args) => restore::run(args),
+        Command::Send(args) => remote::finish(args.json(), send::run(args)),
+        Command::Listen(args) => remote::finish(args.json(), listen::run(args)),
+        Command::App(args) => remote::finish(args.json(), app_cmd::run(args)),
+        Command::Key(args) => remote::finish(args.json(), key::run(args)),
+        Command::Completions(args) => completions::run(args),
     };
     match result {
         Ok(code) => code,
