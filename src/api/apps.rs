@@ -177,6 +177,8 @@ struct LimitsPatch {
     mailbox_cap: Option<Option<u64>>,
     #[serde(default, deserialize_with = "present")]
     pushes_per_second: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "present")]
+    max_connections: Option<Option<u64>>,
 }
 
 /// Distinguishes a missing field (`None`) from an explicit `null` (`Some(None)`).
@@ -201,6 +203,11 @@ impl LimitsPatch {
                     "limits.mailbox_cap must be between 1 and 1000000",
                 ));
             }
+        }
+        if self.max_connections == Some(Some(0)) {
+            return Err(ApiError::invalid(
+                "limits.max_connections must be at least 1",
+            ));
         }
         if self.pushes_per_second == Some(Some(0)) {
             return Err(ApiError::invalid(
@@ -228,6 +235,9 @@ impl LimitsPatch {
         }
         if let Some(v) = self.pushes_per_second {
             l.pushes_per_second = v;
+        }
+        if let Some(v) = self.max_connections {
+            l.max_connections = v;
         }
     }
 }

@@ -8,7 +8,7 @@ use axum::response::Response;
 use axum::routing::get;
 
 use crate::gateway::protocol::MAX_CLIENT_FRAME;
-use crate::gateway::ws::{self, WsContext};
+use crate::gateway::ws;
 use crate::gateway::{authenticate_device, DeviceAuthError};
 
 use super::extract::bearer;
@@ -43,13 +43,10 @@ async fn connect(
             Err(DeviceAuthError::Store(e)) => return Err(e.into()),
         },
     };
-    let ctx = WsContext {
-        store: state.store.clone(),
-        registry: state.registry.clone(),
-        settings: state.sessions,
-        shutdown: state.shutdown.clone(),
-        metrics: state.metrics.clone(),
-    };
+    let ctx = super::events::context(&state);
+    if let Some(id) = &identity {
+        super::events::check_room(&ctx, id)?;
+    }
     Ok(upgrade
         // Small buffers: tungstenite's defaults cost ~135 KiB per idle connection.
         .read_buffer_size(4096)

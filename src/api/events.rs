@@ -31,13 +31,28 @@ pub fn routes(t: &mut RouteTable) {
     t.add("/v1/unsubscribe", &[Method::POST], post(unsubscribe));
 }
 
-fn context(state: &AppState) -> WsContext {
+pub(super) fn context(state: &AppState) -> WsContext {
     WsContext {
         store: state.store.clone(),
         registry: state.registry.clone(),
         settings: state.sessions,
         shutdown: state.shutdown.clone(),
         metrics: state.metrics.clone(),
+        config: state.config.clone(),
+    }
+}
+
+/// 429 when the device's app already holds its maximum of connections.
+pub(super) fn check_room(
+    ctx: &WsContext,
+    id: &crate::gateway::DeviceIdentity,
+) -> Result<(), ApiError> {
+    match ctx.app_has_room(id)? {
+        Ok(()) => Ok(()),
+        Err(limit) => Err(ApiError::rate_limited(
+            format!("this app holds its maximum of {limit} connections"),
+            5,
+        )),
     }
 }
 
@@ -55,7 +70,9 @@ async fn events(
                 .ok_or_else(|| ApiError::invalid("Last-Event-ID: must be a message seq"))?,
         ),
     };
-    let body = Body::from_stream(sse::open(context(&state), id, last_event_id));
+    let ctx = context(&state);
+    check_room(&ctx, &id)?;
+    let body = Body::from_stream(sse::open(ctx, id, last_event_id));
     let mut response = body.into_response();
     let h = response.headers_mut();
     h.insert(
@@ -91,7 +108,9 @@ async fn long_poll(
             poll::MAX_WAIT.as_secs()
         )));
     }
-    let body = poll::poll(context(&state), id, Duration::from_secs(wait), q.after).await?;
+    let ctx = context(&state);
+    check_room(&ctx, &id)?;
+    let body = poll::poll(ctx, id, Duration::from_secs(wait), q.after).await?;
     let mut response = (StatusCode::OK, body).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -117,6 +117,9 @@ pub struct LimitsConfig {
     pub default_ttl: u64,
     /// Largest TTL a push may ask for, in seconds.
     pub max_ttl: u64,
+    /// Most live device connections one app may hold at once (all transports); past it new
+    /// connections get 429 (or WebSocket close 4029).
+    pub max_connections: u64,
     /// Most messages one device's mailbox holds; past it the oldest is dropped and the
     /// device gets a `gap` frame saying how many.
     pub mailbox_cap: u64,
@@ -130,6 +133,7 @@ impl Default for LimitsConfig {
             default_ttl: 7 * 24 * 3600,
             max_ttl: 28 * 24 * 3600,
             mailbox_cap: 1000,
+            max_connections: 100_000,
         }
     }
 }
@@ -217,6 +221,9 @@ impl Config {
         }
         if l.pushes_per_second == 0 {
             errors.push("limits.pushes_per_second must be at least 1".into());
+        }
+        if l.max_connections == 0 {
+            errors.push("limits.max_connections must be at least 1".into());
         }
         if !(1..=1_000_000).contains(&l.mailbox_cap) {
             errors.push("limits.mailbox_cap must be between 1 and 1000000".into());

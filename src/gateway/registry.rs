@@ -227,6 +227,12 @@ impl Registry {
             .is_some_and(|s| s.devices.contains_key(device))
     }
 
+    /// Live sessions of one app in this process.
+    #[must_use]
+    pub fn app_sessions(&self, app: &str) -> usize {
+        self.lock().get(app).map_or(0, |s| s.devices.len())
+    }
+
     /// Live sessions in this process.
     #[must_use]
     pub fn len(&self) -> usize {

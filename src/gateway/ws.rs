@@ -32,6 +32,7 @@ pub mod close_code {
     pub const DEVICE_REMOVED: u16 = 4004;
     pub const HELLO_TIMEOUT: u16 = 4008;
     pub const REPLACED: u16 = 4009;
+    pub const APP_FULL: u16 = 4029;
 }
 
 /// Everything a WebSocket session needs from the server.
@@ -42,6 +43,32 @@ pub struct WsContext {
     pub settings: SessionSettings,
     pub shutdown: CancellationToken,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The running configuration (for live limits).
+    pub config: tokio::sync::watch::Receiver<Arc<crate::config::Config>>,
+}
+
+impl WsContext {
+    /// Whether the device's app may open one more session (a device replacing its own
+    /// session always may). The limit is the app's `max_connections`, else the configured one.
+    ///
+    /// # Errors
+    /// Store errors reading the app.
+    pub fn app_has_room(
+        &self,
+        id: &DeviceIdentity,
+    ) -> Result<Result<(), u64>, crate::store::StoreError> {
+        let default = self.config.borrow().limits.max_connections;
+        let limit = self
+            .store
+            .app(&id.app)?
+            .and_then(|a| a.limits.max_connections)
+            .unwrap_or(default);
+        let open = self.registry.app_sessions(&id.app) as u64;
+        if open >= limit && !self.registry.is_online(&id.app, &id.device) {
+            return Ok(Err(limit));
+        }
+        Ok(Ok(()))
+    }
 }
 
 async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
@@ -62,6 +89,15 @@ pub async fn run(mut socket: WebSocket, ctx: WsContext, identity: Option<DeviceI
             None => return,
         },
     };
+    if !matches!(ctx.app_has_room(&identity), Ok(Ok(()))) {
+        close(
+            &mut socket,
+            close_code::APP_FULL,
+            "the app has its maximum of connections",
+        )
+        .await;
+        return;
+    }
     let span = tracing::info_span!("session", app = %identity.app, device = %identity.device);
     live(socket, ctx, identity).instrument(span).await;
 }

@@ -18,6 +18,8 @@ pub struct AppLimits {
     pub mailbox_cap: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pushes_per_second: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -6,6 +6,7 @@
 
 mod harness;
 
+mod app_connections;
 mod audit;
 mod backup_restore;
 mod bad_input;
