@@ -3,6 +3,7 @@
 mod bench;
 mod ca;
 mod config_cmd;
+mod health;
 mod serve;
 
 use std::process::ExitCode;
@@ -30,11 +31,13 @@ pub enum Command {
     /// Work with the local certificate authority.
     #[command(subcommand)]
     Ca(ca::CaCommand),
-    /// Check a configuration file.
+    /// Check a configuration file, or print the commented default one.
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),
     /// Load-test a running server: push throughput and latency, idle connection memory.
     Bench(bench::BenchArgs),
+    /// Ask a running server whether it is ready (`/readyz`): exit 0 if it is, 1 if not.
+    Health(health::HealthArgs),
 }
 
 /// Runs the parsed command.
@@ -45,6 +48,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Ca(cmd) => ca::run(cmd),
         Command::Config(cmd) => config_cmd::run(cmd),
         Command::Bench(args) => bench::run(args),
+        Command::Health(args) => health::run(args),
     };
     match result {
         Ok(code) => code,

@@ -106,8 +106,15 @@ async fn wait_for_signal() {
             return;
         }
     };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    // SIGHUP (`systemctl reload`) must never stop the service: its default action would.
+    let mut hup = signal(SignalKind::hangup()).ok();
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = tokio::signal::ctrl_c() => return,
+            Some(()) = async { hup.as_mut()?.recv().await } => {
+                tracing::warn!("SIGHUP: configuration reload is not built yet; restart to apply changes");
+            }
+        }
     }
 }
