@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every check and test of the project on a fresh machine with the Rust toolchain:
 # formatting, clippy (warnings are errors), then the whole test suite (unit tests, the
-# integration suite against the real server and the real binary). Builds once.
+# integration suite against the real server and the real binary), then the packaging tests
+# (tests/packaging.sh: static release build, install.sh, .deb installed and serving a push,
+# .rpm contents). Builds the debug profile once; the packaging step builds the release.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,3 +20,6 @@ cargo test --all-targets --locked --no-run
 
 step "run the test suite"
 cargo test --all-targets --locked
+
+step "packaging tests (tests/packaging.sh)"
+bash tests/packaging.sh

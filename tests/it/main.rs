@@ -12,6 +12,7 @@ mod delivery;
 mod durability;
 mod mailbox_cap;
 mod management;
+mod packaged;
 mod routes;
 mod schedule_cancel_idem;
 mod slow_consumer;
