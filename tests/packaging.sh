@@ -5,7 +5,9 @@
 #  3. systemd-analyze verify on the unit, where available;
 #  4. the release tarball: `install.sh --root DIR --no-systemd` lays out the expected tree
 #     and modes; the installed binary serves a push to a real WebSocket client (timed from
-#     running install.sh to the push received); a second run keeps config and data;
+#     running install.sh to the push received); an upgrade in place (stop, install.sh
+#     again, start) keeps config and data byte for byte, and a client connected across
+#     it reconnects and gets every unacked message in order;
 #     --uninstall keeps them, --purge removes them;
 #  5. the .deb: dpkg -i, the installed binary run as the package's user with the installed
 #     config delivers a push; dpkg -r keeps only the conffile (and data); dpkg --purge;
@@ -99,7 +101,7 @@ grep -q 'target-feature=+crt-static' "$df" || fail "$df: binary is not static"
 echo "Dockerfile: multi-stage, scratch, non-root, volume, health check"
 
 step "build dist/ (packaging/build.sh)"
-cargo test --locked --test it --no-run --quiet 2>/dev/null # the push test, built before timing
+cargo test --locked --test it --no-run --quiet # the push tests, built before the timing
 sh packaging/build.sh
 BIN=target/x86_64-unknown-linux-gnu/release/warbler
 VERSION=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
@@ -155,19 +157,41 @@ if command -v curl >/dev/null; then
         fail "the certificate does not name push.test.internal"
     echo "certificate names the configured hostname"
 fi
-stop_server
 
 snapshot() {
     (cd "$R" && find etc var usr -printf '%p %m %s\n' | sort &&
         sha256sum etc/warbler/warbler.toml var/lib/warbler/initial-credentials.json \
             var/lib/warbler/tls/ca.crt var/lib/warbler/warbler.redb)
 }
+# Upgrade in place while a client is connected and owed unacked messages: stop (SIGTERM
+# drains), re-run install.sh, start the new binary on the same port; the client reconnects
+# and gets every message again, in order (tests/it/packaged.rs).
+port=${URL##*:}
+WARBLER_TEST_URL=$URL WARBLER_TEST_CA=$R/var/lib/warbler/tls/ca.crt \
+    WARBLER_TEST_CREDENTIALS=$R/var/lib/warbler/initial-credentials.json \
+    WARBLER_TEST_READY=$WORK/ready \
+    cargo test --locked --quiet --test it -- --ignored --exact \
+    packaged::packaged_upgrade_loses_nothing_and_the_client_resumes >"$WORK/upgrade.log" 2>&1 &
+client_pid=$!
+for _ in $(seq 1 300); do
+    [ ! -e "$WORK/ready" ] || break
+    kill -0 "$client_pid" 2>/dev/null || { cat "$WORK/upgrade.log" >&2; fail "upgrade client"; }
+    sleep 0.1
+done
+[ -e "$WORK/ready" ] || fail "the upgrade client did not get ready"
+stop_server
 snapshot >"$WORK/before"
 sh "$T/install.sh" --root "$R" --no-systemd --hostnames other.example >"$WORK/install2.log"
 grep -q 'keeping the configuration' "$WORK/install2.log" || fail "re-run did not keep config"
 snapshot >"$WORK/after"
 diff -u "$WORK/before" "$WORK/after" || fail "a second install.sh run changed kept files"
 echo "second run: configuration and data unchanged"
+start_server "$WORK/server2.log" "$R/usr/local/bin/warbler" serve \
+    --config "$R/etc/warbler/warbler.toml" --data "$R/var/lib/warbler" --listen "127.0.0.1:$port"
+wait "$client_pid" || { cat "$WORK/upgrade.log" >&2; fail "messages lost across the upgrade"; }
+grep -q '1 passed' "$WORK/upgrade.log" || { cat "$WORK/upgrade.log" >&2; fail "no upgrade test ran"; }
+stop_server
+echo "upgrade in place: the connected client reconnected and got every unacked message"
 
 sh "$T/install.sh" --root "$R" --no-systemd --uninstall >/dev/null
 [ ! -e "$R/usr/local/bin/warbler" ] || fail "--uninstall left the binary"
