@@ -314,9 +314,20 @@ report() {
     listen=$(config_value listen)
     port=${listen##*:}
     [ -n "$port" ] || port=8443
-    name=$(certificate_names | head -n 1)
+    # The host in the URL: the listen address when it is a specific one, else a full
+    # name, else an IPv4 address, else whatever name there is.
+    case $listen in
+        0.0.0.0:* | \[::\]:*)
+            names=$(certificate_names)
+            name=$(printf '%s\n' "$names" | grep '[A-Za-z].*\.' | grep -v ':' | head -n 1)
+            [ -n "$name" ] || name=$(printf '%s\n' "$names" | grep '^[0-9.]*$' | head -n 1)
+            [ -n "$name" ] || name=$(printf '%s\n' "$names" | head -n 1)
+            ;;
+        *) name=${listen%:*} ;;
+    esac
     case $name in
         '') name=localhost ;;
+        \[*) ;;
         *:*) name="[$name]" ;;
     esac
     ca=$DATA_DIR/tls/ca.crt
