@@ -7,7 +7,8 @@
 # The binary comes from --binary PATH, else `warbler` next to this script (the release
 # tarball), else a release build of the checkout this script sits in. Re-running it
 # upgrades in place: the binary and the systemd unit are replaced, the configuration and
-# the data directory are kept. docs/install.md explains what it does and why.
+# the data directory are kept. docs/install.md (INSTALL.md in the release tarball)
+# explains what it does and why.
 set -eu
 
 PROG=install.sh
