@@ -8,6 +8,7 @@ mod harness;
 
 mod bad_input;
 mod broadcast_storage;
+mod cli_tools;
 mod delivery;
 mod durability;
 mod mailbox_cap;
