@@ -96,6 +96,9 @@ pub async fn serve(
     let per_ip = Arc::new(PerIp::default());
     loop {
         let accepted = tokio::select! {
+            // Check the stop signal first: a client reconnecting during shutdown is not
+            // accepted only to be cut off.
+            biased;
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => accepted,
         };

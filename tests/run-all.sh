@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs every check and test of the project on a fresh machine with the Rust toolchain:
 # formatting, clippy (warnings are errors), then the whole test suite (unit tests, the
-# integration suite against the real server and the real binary), then the JavaScript
-# SDK tests in Node against the built binary (tests/sdk). Builds once.
+# integration suite against the real server and the real binary), the JavaScript SDK
+# tests in Node against the built binary (tests/sdk), then the packaging tests
+# (tests/packaging.sh: static release build, install.sh, .deb installed and serving a push,
+# .rpm contents). Builds the debug profile once; the packaging step builds the release.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,3 +34,6 @@ case "$target_dir" in /*) ;; *) target_dir="$PWD/$target_dir" ;; esac
   npm ci --no-audit --no-fund
   WARBLER_BIN="$target_dir/debug/warbler" node --test --test-concurrency=1
 )
+
+step "packaging tests (tests/packaging.sh)"
+bash tests/packaging.sh

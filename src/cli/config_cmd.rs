@@ -1,16 +1,19 @@
-//! `warbler config check FILE`: validate a configuration file (exit 0 or 64).
+//! `warbler config check FILE`: validate a configuration file (exit 0 or 64);
+//! `warbler config print-default`: print the commented default file.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
 
-use crate::config::Config;
+use crate::config::{Config, DEFAULT_CONFIG_TOML};
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Validate a configuration file; prints what is wrong and exits 64 if anything is.
     Check { file: PathBuf },
+    /// Print the commented default configuration (every key, its meaning and default).
+    PrintDefault,
 }
 
 #[allow(clippy::unnecessary_wraps)] // Same signature as every subcommand.
@@ -26,5 +29,9 @@ pub fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::from(super::EXIT_USAGE))
             }
         },
+        ConfigCommand::PrintDefault => {
+            print!("{DEFAULT_CONFIG_TOML}");
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

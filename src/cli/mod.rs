@@ -7,6 +7,7 @@ mod bench;
 mod ca;
 mod completions;
 mod config_cmd;
+mod health;
 mod key;
 mod listen;
 pub mod remote;
@@ -39,7 +40,7 @@ pub enum Command {
     /// Work with the local certificate authority.
     #[command(subcommand)]
     Ca(ca::CaCommand),
-    /// Check a configuration file.
+    /// Check a configuration file, or print the commented default one.
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),
     /// Load-test a running server: push throughput and latency, idle connection memory.
@@ -56,6 +57,8 @@ pub enum Command {
     Key(key::KeyArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(completions::CompletionsArgs),
+    /// Ask a running server whether it is ready (`/readyz`): exit 0 if it is, 1 if not.
+    Health(health::HealthArgs),
 }
 
 /// Runs the parsed command.
@@ -72,6 +75,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::App(args) => remote::finish(args.json(), app_cmd::run(args)),
         Command::Key(args) => remote::finish(args.json(), key::run(args)),
         Command::Completions(args) => completions::run(args),
+        Command::Health(args) => health::run(args),
     };
     match result {
         Ok(code) => code,

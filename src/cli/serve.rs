@@ -106,6 +106,7 @@ async fn serve(
     log_hook: Option<LogHook>,
     overrides: Overrides,
 ) -> anyhow::Result<()> {
+    let has_config = config_path.is_some();
     let mut app = App::build(config).await.context("cannot start")?;
     if let Some(path) = config_path {
         app.watch_config(path, log_hook, overrides);
@@ -125,8 +126,9 @@ async fn serve(
     }
     println!("listening on https://{}", app.local_addr());
     let shutdown = app.shutdown_token();
+    let watching = has_config;
     tokio::spawn(async move {
-        wait_for_signal().await;
+        wait_for_signal(watching).await;
         tracing::info!("shutdown requested");
         shutdown.cancel();
     });
@@ -134,7 +136,7 @@ async fn serve(
     Ok(())
 }
 
-async fn wait_for_signal() {
+async fn wait_for_signal(watching: bool) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,
@@ -144,8 +146,18 @@ async fn wait_for_signal() {
             return;
         }
     };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    // SIGHUP (`systemctl reload`) must never stop the service: its default action would.
+    // With a config file the reloader handles it too; without one there is nothing to reload.
+    let mut hup = signal(SignalKind::hangup()).ok();
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = tokio::signal::ctrl_c() => return,
+            Some(()) = async { hup.as_mut()?.recv().await } => {
+                if !watching {
+                    tracing::warn!("SIGHUP: the service runs without --config; nothing to reload");
+                }
+            }
+        }
     }
 }

@@ -1,8 +1,12 @@
 //! Configuration: the schema with defaults and documentation ([`schema`]), loading from a
-//! TOML file with command-line overrides, and validation that returns every error found.
+//! TOML file with command-line overrides, validation that returns every error found, and
+//! the commented default file ([`DEFAULT_CONFIG_TOML`]).
 
+mod default_file;
 pub mod reload;
 mod schema;
+
+pub use default_file::DEFAULT_CONFIG_TOML;
 
 pub use schema::{
     Config, GatewayConfig, LimitsConfig, LogConfig, LogFormat, ServerConfig, StorageConfig,
