@@ -10,6 +10,10 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*"; }
 
+# Test output is also kept here, to print one total at the end.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -20,7 +24,7 @@ step "build tests once"
 cargo test --all-targets --locked --no-run
 
 step "run the test suite"
-cargo test --all-targets --locked
+cargo test --all-targets --locked 2>&1 | tee -a "$log"
 
 step "JavaScript SDK tests (Node 20+, against the binary built above)"
 if ! command -v npm >/dev/null 2>&1; then
@@ -33,7 +37,14 @@ case "$target_dir" in /*) ;; *) target_dir="$PWD/$target_dir" ;; esac
   cd tests/sdk
   npm ci --no-audit --no-fund
   WARBLER_BIN="$target_dir/debug/warbler" node --test --test-concurrency=1
-)
+) 2>&1 | tee -a "$log"
 
 step "packaging tests (tests/packaging.sh)"
-bash tests/packaging.sh
+bash tests/packaging.sh 2>&1 | tee -a "$log"
+
+step "total"
+rust_passed=$(grep -hoE 'test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s += $4} END {print s + 0}')
+rust_failed=$(grep -hoE '[0-9]+ failed;' "$log" | awk '{s += $1} END {print s + 0}')
+node_passed=$(grep -hE '^# pass [0-9]+' "$log" | awk '{s += $3} END {print s + 0}')
+node_failed=$(grep -hE '^# fail [0-9]+' "$log" | awk '{s += $3} END {print s + 0}')
+echo "$((rust_passed + node_passed)) passed, $((rust_failed + node_failed)) failed"
