@@ -118,8 +118,10 @@ struct FanoutArgs {
     /// Total broadcasts per second (default: flat out).
     #[arg(long)]
     rate: Option<f64>,
-    /// API connections sending the broadcasts, one request at a time each.
-    #[arg(long, default_value_t = 4)]
+    /// API connections sending the broadcasts, one request at a time each. Flat out, the
+    /// send rate is about senders / API latency, so too few senders measure the API's
+    /// commit latency rather than the fan-out.
+    #[arg(long, default_value_t = 64)]
     senders: usize,
     /// Broadcast to this topic (every device subscribed with PATCH) instead of `all`.
     #[arg(long)]
