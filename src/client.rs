@@ -162,6 +162,40 @@ impl Client {
         bearer: Option<&str>,
         body: Bytes,
     ) -> Result<Reply, ClientError> {
+        let (status, is_json, bytes) = self.exchange(method, path, bearer, body).await?;
+        let body = if bytes.is_empty() {
+            serde_json::Value::Null
+        } else if is_json {
+            serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))?
+        } else {
+            serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
+        };
+        Ok(Reply { status, body })
+    }
+
+    /// A GET whose answer is returned as raw bytes (backups, SDK files).
+    ///
+    /// # Errors
+    /// Transport failures.
+    pub async fn download(
+        &self,
+        path: &str,
+        bearer: Option<&str>,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        let (status, _, bytes) = self
+            .exchange(Method::GET, path, bearer, Bytes::new())
+            .await?;
+        Ok((status, bytes))
+    }
+
+    /// One request, read whole: status, whether the answer says it is JSON, and its bytes.
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        bearer: Option<&str>,
+        body: Bytes,
+    ) -> Result<(StatusCode, bool, Bytes), ClientError> {
         let mut req = hyper::Request::builder().method(method).uri(self.url(path));
         if let Some(token) = bearer {
             req = req.header("authorization", format!("Bearer {token}"));
@@ -188,47 +222,7 @@ impl Client {
             .await
             .map_err(|e| ClientError::Http(e.to_string()))?
             .to_bytes();
-        let body = if bytes.is_empty() {
-            serde_json::Value::Null
-        } else if is_json {
-            serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))?
-        } else {
-            serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
-        };
-        Ok(Reply { status, body })
-    }
-
-    /// A GET whose answer is returned as raw bytes (backups, SDK files).
-    ///
-    /// # Errors
-    /// Transport failures.
-    pub async fn download(
-        &self,
-        path: &str,
-        bearer: Option<&str>,
-    ) -> Result<(StatusCode, Bytes), ClientError> {
-        let mut req = hyper::Request::builder()
-            .method(Method::GET)
-            .uri(self.url(path));
-        if let Some(token) = bearer {
-            req = req.header("authorization", format!("Bearer {token}"));
-        }
-        let req = req
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| ClientError::Http(e.to_string()))?;
-        let resp = self
-            .http
-            .request(req)
-            .await
-            .map_err(|e| ClientError::Http(format!("{e:?}")))?;
-        let status = resp.status();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| ClientError::Http(e.to_string()))?
-            .to_bytes();
-        Ok((status, bytes))
+        Ok((status, is_json, bytes))
     }
 
     /// Sends JSON (or nothing) and parses the JSON reply.
