@@ -1035,3 +1035,84 @@ impl Report {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::protocol::ClientFrame;
+
+    fn shared(broadcasts: usize) -> Shared {
+        Shared {
+            epoch: Instant::now(),
+            run_id: 7,
+            broadcasts,
+            sent: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            last_delivery_ns: AtomicU64::new(0),
+            connected: AtomicUsize::new(0),
+            connect_failed: AtomicUsize::new(0),
+            shards: (0..SHARDS).map(|_| Mutex::new(histogram())).collect(),
+        }
+    }
+
+    fn message(id: &str, data: &str) -> Message {
+        Message::Text(
+            format!(r#"{{"type":"message","id":"{id}","seq":1,"data":{data},"sent_at":"x"}}"#)
+                .into(),
+        )
+    }
+
+    #[test]
+    fn bodies_are_valid_pushes() {
+        let all: serde_json::Value =
+            serde_json::from_slice(&BodyTemplate::new(None, 7).body(12, 3)).unwrap();
+        assert_eq!(
+            all,
+            serde_json::json!({"to": {"all": true}, "data": {"t": 12, "i": 3, "r": 7}})
+        );
+        let topic: serde_json::Value =
+            serde_json::from_slice(&BodyTemplate::new(Some("a\"b"), 7).body(1, 0)).unwrap();
+        assert_eq!(topic["to"]["topic"], "a\"b");
+    }
+
+    #[test]
+    fn a_batch_is_counted_once_and_acked_in_one_frame_the_server_accepts() {
+        let shared = shared(3);
+        let mut r = Reader {
+            shared: &shared,
+            seen: vec![0; 1],
+            lat: Vec::new(),
+            ack: ack_head(),
+            ack_ids: 0,
+            out: DeviceResult::default(),
+            received: 0,
+        };
+        r.on_message(&message("msg_a", r#"{"t":1,"i":0,"r":7}"#));
+        r.on_message(&message("msg_b", r#"{"t":1,"i":2,"r":7}"#));
+        r.on_message(&message("msg_c", r#"{"t":1,"i":2,"r":7}"#)); // duplicate index
+        r.on_message(&message("msg_d", r#"{"t":1,"i":0,"r":8}"#)); // another run
+        r.on_message(&Message::Text(r#"{"type":"gap","dropped":1}"#.into()));
+        r.on_message(&Message::Text("not json".into()));
+        let frame = r.end_batch(0).expect("an ack frame");
+        assert_eq!(
+            ClientFrame::parse(&frame),
+            Ok(ClientFrame::Ack {
+                ids: ["msg_a", "msg_b", "msg_c", "msg_d"]
+                    .map(String::from)
+                    .to_vec()
+            })
+        );
+        assert_eq!(shared.delivered.load(Ordering::Relaxed), 3);
+        assert_eq!(
+            (
+                r.out.distinct,
+                r.out.foreign,
+                r.out.unparsed,
+                r.out.ack_frames
+            ),
+            (2, 1, 1, 1)
+        );
+        assert_eq!(shared.shards[0].lock().unwrap().len(), 3);
+        assert!(r.end_batch(0).is_none(), "nothing new, no ack");
+    }
+}
