@@ -5,6 +5,7 @@
 //! Invariant: the store is the source of truth; the outbox is only a fast path. A session
 //! that overflows its outbox catches up from the store by sequence, never skipping.
 
+pub mod acks;
 pub mod client_ops;
 pub mod poll;
 pub mod protocol;

@@ -12,6 +12,7 @@ use tracing::Instrument;
 
 use crate::store::Store;
 
+use super::acks::AckPipe;
 use super::client_ops::{self, ClientOpError};
 use super::protocol::{self, ClientFrame};
 use super::registry::{CloseReason, Outgoing, Registry};
@@ -177,6 +178,7 @@ async fn live(mut socket: WebSocket, ctx: WsContext, identity: DeviceIdentity) {
     confirm.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
     let dead_after = settings.heartbeat * 2 + settings.write_timeout;
+    let mut acks = AckPipe::default();
     loop {
         tokio::select! {
             reason = handle.closed() => {
@@ -223,7 +225,7 @@ async fn live(mut socket: WebSocket, ctx: WsContext, identity: DeviceIdentity) {
                 last_heard = Instant::now();
                 match msg {
                     Message::Text(text) => {
-                        if !on_client_frame(&mut socket, &mut session, &text).await {
+                        if !on_client_frame(&mut socket, &mut session, &mut acks, &text).await {
                             break;
                         }
                     }
@@ -233,6 +235,13 @@ async fn live(mut socket: WebSocket, ctx: WsContext, identity: DeviceIdentity) {
                     }
                     Message::Close(_) => break,
                     Message::Ping(_) | Message::Pong(_) => {}
+                }
+            }
+            result = acks.done(), if acks.busy() => {
+                if let Err(e) = acks.committed(result, session.store(), &session.identity).await {
+                    tracing::error!(error = %e, "storing acks failed");
+                    close(&mut socket, close_code::INTERNAL, "unavailable").await;
+                    break;
                 }
             }
             _ = confirm.tick() => session.flush_delivered(DELIVERED_GRACE).await,
@@ -248,13 +257,22 @@ async fn live(mut socket: WebSocket, ctx: WsContext, identity: DeviceIdentity) {
             }
         }
     }
+    // Acks taken are stored before the session ends, so a reconnect does not resend them.
+    if let Err(e) = acks.finish(session.store(), &session.identity).await {
+        tracing::warn!(error = %e, "acks taken at disconnect were not stored");
+    }
     // Whatever was written and not acked was still delivered.
     session.flush_delivered(std::time::Duration::ZERO).await;
     tracing::debug!("disconnected");
 }
 
 /// Handles one client frame; `false` ends the session.
-async fn on_client_frame(socket: &mut WebSocket, session: &mut Session, text: &str) -> bool {
+async fn on_client_frame(
+    socket: &mut WebSocket,
+    session: &mut Session,
+    acks: &mut AckPipe,
+    text: &str,
+) -> bool {
     let frame = match ClientFrame::parse(text) {
         Ok(frame) => frame,
         Err(e) => {
@@ -264,8 +282,16 @@ async fn on_client_frame(socket: &mut WebSocket, session: &mut Session, text: &s
             return false;
         }
     };
-    if let ClientFrame::Ack { ids } = &frame {
-        session.acked(ids);
+    if let ClientFrame::Ack { ids } = frame {
+        session.acked(&ids);
+        return match acks.ack(session.store(), &session.identity, ids).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "storing acks failed");
+                close(socket, close_code::INTERNAL, "unavailable").await;
+                false
+            }
+        };
     }
     match client_ops::apply(session.store(), &session.identity, frame).await {
         Ok(()) => true,

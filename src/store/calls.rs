@@ -54,6 +54,32 @@ impl Store {
         .await
     }
 
+    /// Queues an ack without waiting for its commit; the receiver answers once it commits.
+    /// Sessions use it to go on writing while their acks are stored (see `gateway::acks`).
+    ///
+    /// # Errors
+    /// `Closed` when the writer is gone.
+    pub async fn ack_queued(
+        &self,
+        app: &str,
+        device: &str,
+        ids: Vec<String>,
+    ) -> Result<oneshot::Receiver<Result<usize, StoreError>>, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let op = Op::Ack {
+            app: app.to_owned(),
+            device: device.to_owned(),
+            ids,
+            reply: tx,
+        };
+        self.inner
+            .ops
+            .send(op)
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        Ok(rx)
+    }
+
     /// Records that these mailbox entries were written to the device's connection.
     /// Fire-and-forget: statistics only.
     pub async fn mark_delivered(&self, app: &str, device: &str, items: Vec<(u64, Option<String>)>) {

@@ -7,6 +7,7 @@
 mod backup;
 mod calls;
 mod error;
+mod msg_cache;
 mod ops_apps;
 mod ops_delivery;
 mod ops_devices;

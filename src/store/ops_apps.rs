@@ -148,6 +148,7 @@ pub(crate) fn delete_app(
     for device in ops_devices::device_ids(txn, app)? {
         ops_devices::delete(txn, state, app, &device)?;
     }
+    super::msg_cache::forget_app(&mut state.messages, app);
     delete_app_rows(txn, app)?;
     Ok(())
 }

@@ -1,34 +1,33 @@
 //! Writes on the delivery side: acks (per message for mailboxes, cumulative per topic),
 //! delivery and `opened` marks, cancellation, and the one place a mailbox entry is released.
 
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+
 use redb::{ReadableTable, WriteTransaction};
 
+use super::msg_cache;
 use super::records::{Lifecycle, MessageRecord};
 use super::tables::{
-    from_json, to_json, Cursor, MailboxEntry, BODIES, DEVICE_PENDING, MAILBOX, MESSAGES,
-    MSG_RECIPIENTS, SCHEDULE, SUBSCRIPTIONS, TOPIC_LOG,
+    Cursor, MailboxEntry, BODIES, DEVICE_PENDING, MAILBOX, MSG_RECIPIENTS, SCHEDULE, SUBSCRIPTIONS,
+    TOPIC_LOG,
 };
 use super::writer::WriterState;
 use super::StoreError;
 
+/// The message record as the batch being built sees it (see [`msg_cache`]).
 pub(crate) fn load_message(
     txn: &WriteTransaction,
+    state: &mut WriterState,
     app: &str,
     id: &str,
 ) -> Result<Option<MessageRecord>, StoreError> {
-    let table = txn.open_table(MESSAGES)?;
-    let value = table.get((app, id))?;
-    value.map(|v| from_json("messages", v.value())).transpose()
+    msg_cache::load(txn, &mut state.messages, app, id)
 }
 
-pub(crate) fn save_message(
-    txn: &WriteTransaction,
-    app: &str,
-    m: &MessageRecord,
-) -> Result<(), StoreError> {
-    txn.open_table(MESSAGES)?
-        .insert((app, m.id.as_str()), to_json("messages", m)?.as_slice())?;
-    Ok(())
+/// Replaces a message record; written once when the batch commits.
+pub(crate) fn save_message(state: &mut WriterState, app: &str, m: MessageRecord) {
+    msg_cache::save(&mut state.messages, app, m);
 }
 
 /// Why a mailbox entry leaves the mailbox.
@@ -65,7 +64,7 @@ pub(crate) fn release_entry(
             pending.insert((app, device), n - 1)?;
         }
     }
-    let Some(mut m) = load_message(txn, app, &entry.message_id)? else {
+    let Some(mut m) = load_message(txn, state, app, &entry.message_id)? else {
         txn.open_table(BODIES)?.remove((app, seq))?;
         return Ok(());
     };
@@ -96,11 +95,14 @@ pub(crate) fn release_entry(
     if m.pending == 0 {
         txn.open_table(BODIES)?.remove((app, seq))?;
     }
-    save_message(txn, app, &m)
+    save_message(state, app, m);
+    Ok(())
 }
 
 /// Acks by message id: a mailbox entry is released; a topic message moves the device's
-/// cursor in that topic to its seq (topic acks are cumulative).
+/// cursor in that topic to its seq (topic acks are cumulative). The ids are applied in
+/// sequence order, whatever order the client sent them in, and each topic cursor is read
+/// and written once per request.
 pub(crate) fn ack(
     txn: &WriteTransaction,
     state: &mut WriterState,
@@ -108,11 +110,17 @@ pub(crate) fn ack(
     device: &str,
     ids: &[String],
 ) -> Result<usize, StoreError> {
-    let mut acked = 0;
+    let mut records = Vec::with_capacity(ids.len());
     for id in ids {
-        let Some(mut m) = load_message(txn, app, id)? else {
-            continue;
-        };
+        if let Some(m) = load_message(txn, state, app, id)? {
+            records.push(m);
+        }
+    }
+    records.sort_by(|a, b| (a.seq, &a.id).cmp(&(b.seq, &b.id)));
+    records.dedup_by(|a, b| a.id == b.id);
+    let mut cursors: HashMap<String, Option<(Cursor, bool)>> = HashMap::new();
+    let mut acked = 0;
+    for mut m in records {
         if m.live_only {
             // Stored nowhere, so nothing to release and no cursor to move (moving a topic
             // cursor for it could skip stored messages). The ack still counts, bounded by
@@ -121,32 +129,39 @@ pub(crate) fn ack(
                 m.acked += 1;
                 m.delivered = m.delivered.max(m.acked);
                 state.count(app, |s| s.acked += 1);
-                save_message(txn, app, &m)?;
+                save_message(state, app, m);
                 acked += 1;
             }
             continue;
         }
         if let Some(topic) = m.topic.clone() {
-            let mut subs = txn.open_table(SUBSCRIPTIONS)?;
-            let current = subs
-                .get((app, device, topic.as_str()))?
-                .map(|v| Cursor::decode(v.value()))
-                .transpose()?;
-            let Some(mut cursor) = current else { continue };
+            let slot = match cursors.entry(topic) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => {
+                    let current = txn
+                        .open_table(SUBSCRIPTIONS)?
+                        .get((app, device, e.key().as_str()))?
+                        .map(|v| Cursor::decode(v.value()))
+                        .transpose()?;
+                    e.insert(current.map(|c| (c, false)))
+                }
+            };
+            let Some((cursor, changed)) = slot else {
+                continue;
+            };
             if m.seq <= cursor.acked {
                 continue;
             }
             cursor.acked = m.seq;
+            *changed = true;
             if cursor.delivered < m.seq {
                 cursor.delivered = m.seq;
                 m.delivered += 1;
                 state.count(app, |s| s.delivered += 1);
             }
-            subs.insert((app, device, topic.as_str()), cursor.encode().as_slice())?;
-            drop(subs);
             m.acked += 1;
             state.count(app, |s| s.acked += 1);
-            save_message(txn, app, &m)?;
+            save_message(state, app, m);
             acked += 1;
         } else {
             let entry = txn
@@ -157,6 +172,14 @@ pub(crate) fn ack(
             if let Some(entry) = entry {
                 release_entry(txn, state, app, device, m.seq, &entry, Outcome::Acked)?;
                 acked += 1;
+            }
+        }
+    }
+    if cursors.values().any(|c| matches!(c, Some((_, true)))) {
+        let mut subs = txn.open_table(SUBSCRIPTIONS)?;
+        for (topic, slot) in &cursors {
+            if let Some((cursor, true)) = slot {
+                subs.insert((app, device, topic.as_str()), cursor.encode().as_slice())?;
             }
         }
     }
@@ -217,9 +240,9 @@ pub(crate) fn delivered(
                 }
             }
         };
-        if let Some(mut m) = load_message(txn, app, &message_id)? {
+        if let Some(mut m) = load_message(txn, state, app, &message_id)? {
             m.delivered += 1;
-            save_message(txn, app, &m)?;
+            save_message(state, app, m);
             state.count(app, |s| s.delivered += 1);
         }
     }
@@ -242,10 +265,10 @@ pub(crate) fn opened(
     ids: &[String],
 ) -> Result<(), StoreError> {
     for id in ids {
-        if let Some(mut m) = load_message(txn, app, id)? {
+        if let Some(mut m) = load_message(txn, state, app, id)? {
             if m.opened < m.targeted {
                 m.opened += 1;
-                save_message(txn, app, &m)?;
+                save_message(state, app, m);
                 state.count(app, |s| s.opened += 1);
             }
         }
@@ -272,7 +295,7 @@ pub(crate) fn cancel(
     app: &str,
     id: &str,
 ) -> Result<Cancelled, StoreError> {
-    let mut m = load_message(txn, app, id)?.ok_or(StoreError::NotFound)?;
+    let mut m = load_message(txn, state, app, id)?.ok_or(StoreError::NotFound)?;
     let mut out = Cancelled {
         scheduled: false,
         pending: 0,
@@ -284,7 +307,7 @@ pub(crate) fn cancel(
         }
         m.lifecycle = Lifecycle::Cancelled;
         out.scheduled = true;
-        save_message(txn, app, &m)?;
+        save_message(state, app, m);
         return Ok(out);
     }
     if let Some(topic) = m.topic.clone() {
@@ -322,11 +345,11 @@ pub(crate) fn cancel(
                 out.pending += 1;
             }
         }
-        m = load_message(txn, app, id)?.ok_or(StoreError::NotFound)?;
+        m = load_message(txn, state, app, id)?.ok_or(StoreError::NotFound)?;
     }
     if out.pending > 0 || out.topic {
         m.lifecycle = Lifecycle::Cancelled;
     }
-    save_message(txn, app, &m)?;
+    save_message(state, app, m);
     Ok(out)
 }

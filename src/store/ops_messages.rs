@@ -191,7 +191,7 @@ pub(crate) fn push(
             cancelled: 0,
             live_only: false,
         };
-        save_message(txn, &op.app, &record)?;
+        save_message(state, &op.app, record);
         txn.open_table(SCHEDULE)?.insert(
             (at, op.app.as_str(), op.id.as_str()),
             to_json("schedule", &op)?.as_slice(),
@@ -294,7 +294,7 @@ pub(crate) fn send_now(
             txn.open_table(TOPIC_LOG)?
                 .insert((app, topic, seq), entry.as_slice())?;
             if let Some(key) = &op.collapse_key {
-                collapse_topic(txn, app, topic, key, seq)?;
+                collapse_topic(txn, state, app, topic, key, seq)?;
             }
         }
         state.events.push(Committed::Broadcast {
@@ -352,12 +352,12 @@ pub(crate) fn send_now(
             .insert((expires_at_ms, app, op.id.as_str()), EXPIRE_CONTENT)?;
     }
     // Collapse and the cap above touch only older messages' records, never this one.
-    save_message(txn, app, &record)?;
-    state.count(app, |s| s.accepted += 1);
     let recipients = match op.target {
         Target::Topic(_) | Target::All => None,
         _ => Some(record.targeted),
     };
+    save_message(state, app, record);
+    state.count(app, |s| s.accepted += 1);
     Ok(PushReply {
         id: op.id.clone(),
         recipients,
@@ -399,6 +399,7 @@ fn collapse_device(
 /// devices that have not received the older one will only get the newer.
 fn collapse_topic(
     txn: &WriteTransaction,
+    state: &mut WriterState,
     app: &str,
     topic: &str,
     key: &str,
@@ -416,9 +417,9 @@ fn collapse_topic(
             .transpose()?;
         if let Some(entry) = removed {
             txn.open_table(BODIES)?.remove((app, old_seq))?;
-            if let Some(mut m) = load_message(txn, app, &entry.message_id)? {
+            if let Some(mut m) = load_message(txn, state, app, &entry.message_id)? {
                 m.replaced = m.targeted.saturating_sub(m.delivered);
-                save_message(txn, app, &m)?;
+                save_message(state, app, m);
             }
         }
     }

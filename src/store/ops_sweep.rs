@@ -4,12 +4,13 @@
 
 use redb::{ReadableTable, WriteTransaction};
 
+use super::msg_cache;
 use super::ops_delivery::{load_message, release_entry, save_message, Outcome};
 use super::ops_messages::{send_now, PushOp};
 use super::records::Lifecycle;
 use super::tables::{
     from_json, MailboxEntry, APPS, AUDIT, BODIES, EXPIRE_CONTENT, EXPIRY, FORGET_RECORD,
-    IDEMPOTENCY, IDEMPOTENCY_EXPIRY, MAILBOX, MESSAGES, MSG_RECIPIENTS, SCHEDULE, STATS, TOPIC_LOG,
+    IDEMPOTENCY, IDEMPOTENCY_EXPIRY, MAILBOX, MSG_RECIPIENTS, SCHEDULE, STATS, TOPIC_LOG,
 };
 use super::writer::WriterState;
 use super::StoreError;
@@ -78,14 +79,15 @@ fn expire(
         txn.open_table(EXPIRY)?
             .remove((at, app.as_str(), id.as_str()))?;
         if phase == FORGET_RECORD {
-            forget(txn, &app, &id)?;
+            forget(txn, state, &app, &id)?;
             report.forgotten += 1;
             continue;
         }
         debug_assert_eq!(phase, EXPIRE_CONTENT);
-        let Some(mut m) = load_message(txn, &app, &id)? else {
+        let Some(mut m) = load_message(txn, state, &app, &id)? else {
             continue;
         };
+        let expires_at_ms = m.expires_at_ms;
         if let Some(topic) = m.topic.clone() {
             txn.open_table(TOPIC_LOG)?
                 .remove((app.as_str(), topic.as_str(), m.seq))?;
@@ -93,7 +95,7 @@ fn expire(
             let never = m.targeted.saturating_sub(m.acked.max(m.delivered));
             m.expired += never;
             state.count(&app, |s| s.expired += never);
-            save_message(txn, &app, &m)?;
+            save_message(state, &app, m);
         } else {
             for device in recipients(txn, &app, &id)? {
                 let entry = txn
@@ -108,7 +110,7 @@ fn expire(
         }
         txn.open_table(EXPIRY)?.insert(
             (
-                m.expires_at_ms.saturating_add(RECORD_RETENTION_MS),
+                expires_at_ms.saturating_add(RECORD_RETENTION_MS),
                 app.as_str(),
                 id.as_str(),
             ),
@@ -133,8 +135,13 @@ fn recipients(txn: &WriteTransaction, app: &str, id: &str) -> Result<Vec<String>
     Ok(out)
 }
 
-fn forget(txn: &WriteTransaction, app: &str, id: &str) -> Result<(), StoreError> {
-    let seq = load_message(txn, app, id)?.map(|m| m.seq);
+fn forget(
+    txn: &WriteTransaction,
+    state: &mut WriterState,
+    app: &str,
+    id: &str,
+) -> Result<(), StoreError> {
+    let seq = load_message(txn, state, app, id)?.map(|m| m.seq);
     for device in recipients(txn, app, id)? {
         txn.open_table(MSG_RECIPIENTS)?
             .remove((app, id, device.as_str()))?;
@@ -142,8 +149,7 @@ fn forget(txn: &WriteTransaction, app: &str, id: &str) -> Result<(), StoreError>
     if let Some(seq) = seq {
         txn.open_table(BODIES)?.remove((app, seq))?;
     }
-    txn.open_table(MESSAGES)?.remove((app, id))?;
-    Ok(())
+    msg_cache::remove(txn, &mut state.messages, app, id)
 }
 
 fn release_schedules(
@@ -172,8 +178,8 @@ fn release_schedules(
     for (at, app, id, bytes) in due {
         txn.open_table(SCHEDULE)?
             .remove((at, app.as_str(), id.as_str()))?;
-        let still_scheduled =
-            load_message(txn, &app, &id)?.is_some_and(|m| m.lifecycle == Lifecycle::Scheduled);
+        let still_scheduled = load_message(txn, state, &app, &id)?
+            .is_some_and(|m| m.lifecycle == Lifecycle::Scheduled);
         if !still_scheduled || txn.open_table(APPS)?.get(app.as_str())?.is_none() {
             continue;
         }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use redb::ReadableTable;
 use tokio::sync::{mpsc, oneshot};
 
+use super::msg_cache::MessageCache;
 use super::ops_apps::{self, FirstStartOp, NewApp, NewCredential};
 use super::ops_delivery::{self, Cancelled};
 use super::ops_devices::{self, DevicePatch, NewDevice};
@@ -148,6 +149,8 @@ pub(crate) struct WriterState {
     /// (app, seq) → (message id, until ms). They have no mailbox or topic-log entry, so this
     /// is how a session's delivery report finds the message to count it.
     pub live_only: HashMap<(String, u64), (String, u64)>,
+    /// Message records read and changed by the current transaction, written before it commits.
+    pub messages: MessageCache,
 }
 
 impl WriterState {
@@ -215,6 +218,7 @@ fn run(
         counted: Vec::new(),
         next_stats_gc_ms: 0,
         live_only: HashMap::new(),
+        messages: MessageCache::default(),
     };
     // Relaxed durability: commits skip fsync, but one is made durable at least every
     // RELAXED_FLUSH, busy or idle.
@@ -348,6 +352,7 @@ fn commit_batch(
         for op in ops {
             apply(&txn, state, op, &mut finishers)?;
         }
+        state.messages.flush(&txn)?;
         if state.next_seq != seq_before {
             txn.open_table(META)?
                 .insert(META_NEXT_SEQ, state.next_seq)?;
@@ -364,6 +369,7 @@ fn commit_batch(
         Err(e) => {
             tracing::error!(error = %e, requests = count, "store commit failed; answering 503");
             state.next_seq = seq_before;
+            state.messages.clear();
             state.events.clear();
             state.stats.clear();
             state.counted.clear();

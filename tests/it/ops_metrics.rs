@@ -88,10 +88,12 @@ async fn metrics_families_are_present_and_move_with_traffic() {
 async fn pushes_past_the_apps_rate_get_429_with_retry_after_and_limit_changes_apply_live() {
     let s = start_with(|c| c.limits.pushes_per_second = 5).await;
     let (device, _token) = s.register(None).await;
-    let mut statuses = Vec::new();
-    for i in 0..8 {
-        statuses.push(s.push(json!({"device": device}), &format!("r{i}")).await);
-    }
+    // All at once: sent one after another, a slow disk (each push waits for its fsync)
+    // would let the bucket refill during the burst.
+    let keys: Vec<String> = (0..8).map(|i| format!("r{i}")).collect();
+    let statuses =
+        futures_util::future::join_all(keys.iter().map(|k| s.push(json!({"device": device}), k)))
+            .await;
     let accepted = statuses
         .iter()
         .filter(|r| r.status == StatusCode::ACCEPTED)
