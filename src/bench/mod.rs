@@ -2,7 +2,9 @@
 //! - [`unicast`]: push throughput and latency (API and end to end) to connected devices;
 //! - [`connections`]: many idle TLS WebSocket connections, and the server's memory for them;
 //! - [`fanout`]: broadcasts (`all` or a topic) to many connected devices: deliveries/s and
-//!   send → receipt latency.
+//!   send → receipt latency;
+//! - [`storm`]: many offline devices with pending messages reconnect at once; time until
+//!   every message reached its device.
 //!
 //! The generators speak to the server the way real clients do (TLS, HTTP/1.1 or HTTP/2,
 //! WebSocket), each API client on a connection of its own ([`net::ApiConn`]), so `K` clients
@@ -12,6 +14,7 @@ pub mod connections;
 pub mod fanout;
 pub mod net;
 pub mod stats;
+pub mod storm;
 pub mod sys;
 pub mod unicast;
 

@@ -13,7 +13,7 @@ use anyhow::{anyhow, Context};
 use clap::{Args, Subcommand};
 use serde::Deserialize;
 
-use crate::bench::{connections, fanout, unicast, Endpoint, HttpVersion};
+use crate::bench::{connections, fanout, storm, unicast, Endpoint, HttpVersion};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -67,6 +67,9 @@ enum Scenario {
     Connections(ConnectionsArgs),
     /// Broadcast to many connected devices; report deliveries/s and send → receipt latency.
     Fanout(FanoutArgs),
+    /// Offline devices with pending messages reconnect at once; report the time until all
+    /// are delivered.
+    Storm(StormArgs),
 }
 
 #[derive(Debug, Args)]
@@ -138,6 +141,28 @@ struct FanoutArgs {
     /// Stop waiting for deliveries after this many seconds without one.
     #[arg(long, default_value_t = 10.0)]
     drain_idle: f64,
+}
+
+#[derive(Debug, Args)]
+struct StormArgs {
+    /// Devices (this process may open at most `ulimit -n` files; keep ≤ 15,000).
+    #[arg(long, short = 'd', default_value_t = 1000)]
+    devices: usize,
+    /// Messages pending for each device when they reconnect (at most 1,000).
+    #[arg(long, short = 'p', default_value_t = 10)]
+    pending: usize,
+    /// Source addresses to spread over: 127.0.0.2 ..= 127.0.0.(1+S); 0: kernel's choice.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(0..=250))]
+    sources: u8,
+    /// WebSocket handshakes in flight at once.
+    #[arg(long, default_value_t = 512)]
+    concurrency: usize,
+    /// API connections used to register the devices and push their backlog.
+    #[arg(long, short = 'k', default_value_t = 32)]
+    clients: usize,
+    /// A device gives up after this many seconds without a frame while messages are missing.
+    #[arg(long, default_value_t = 30.0)]
+    idle: f64,
 }
 
 #[derive(Deserialize)]
@@ -243,6 +268,20 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 progress,
             };
             let report = runtime.block_on(fanout::run(endpoint, opts))?;
+            print(t.json, &report, &report.render())?;
+        }
+        Scenario::Storm(st) => {
+            let opts = storm::Options {
+                devices: st.devices,
+                pending: st.pending,
+                sources: st.sources,
+                concurrency: st.concurrency,
+                clients: st.clients,
+                idle: seconds("idle", st.idle)?,
+                server_pid: t.server_pid,
+                progress,
+            };
+            let report = runtime.block_on(storm::run(endpoint, opts))?;
             print(t.json, &report, &report.render())?;
         }
     }

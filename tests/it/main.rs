@@ -4,17 +4,17 @@
 // Test code favours plain matches and keeps large connection types unboxed.
 #![allow(clippy::single_match_else, clippy::large_enum_variant)]
 
-mod harness;
-
 mod app_connections;
 mod audit;
 mod backup_restore;
 mod bad_input;
+mod bench_smoke;
 mod broadcast_storage;
 mod cli;
 mod cli_tools;
 mod delivery;
 mod durability;
+mod harness;
 mod hot_reload;
 mod mailbox_cap;
 mod management;

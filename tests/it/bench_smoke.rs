@@ -1,0 +1,89 @@
+//! Every `warbler bench` scenario once, at a small size, against the real binary: the load
+//! generators work and their reports add up (nothing missing, nothing duplicated). The
+//! full-size runs are scripts under `benches/`, not tests.
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::BinaryServer;
+
+fn bench(server: &BinaryServer, scenario: &[&str]) -> Value {
+    let data = server.data.to_str().expect("utf-8 path");
+    let pid = server.child.id().to_string();
+    let mut args = vec![
+        "bench",
+        "--url",
+        &server.url,
+        "--data",
+        data,
+        "--server-pid",
+        &pid,
+        "--json",
+        "-q",
+    ];
+    args.extend_from_slice(scenario);
+    let out = Command::new(env!("CARGO_BIN_EXE_warbler"))
+        .args(&args)
+        .env("WARBLER_LOG", "warn")
+        .output()
+        .expect("run warbler bench");
+    assert!(
+        out.status.success(),
+        "bench {scenario:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("--json prints one JSON object")
+}
+
+#[tokio::test]
+async fn every_bench_scenario_runs_at_a_small_size_and_its_counts_add_up() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut server = BinaryServer::start(data.path());
+
+    let u = bench(
+        &server,
+        &[
+            "unicast",
+            "-d",
+            "8",
+            "-k",
+            "4",
+            "--duration",
+            "1",
+            "--warmup",
+            "0.2",
+            "--rate",
+            "200",
+        ],
+    );
+    assert_eq!(u["scenario"], "unicast", "{u}");
+    assert!(u["accepted"].as_u64().expect("accepted") > 50, "{u}");
+    assert_eq!(u["errors"], 0, "{u}");
+
+    let c = bench(&server, &["connections", "-n", "100", "--hold", "0.5"]);
+    assert_eq!(c["connected"], 100, "{c}");
+    assert!(c["server_rss_per_connection_kib"].as_f64().is_some(), "{c}");
+
+    let f = bench(
+        &server,
+        &["fanout", "-d", "60", "-m", "20", "--senders", "4"],
+    );
+    assert_eq!(f["connected"], 60, "{f}");
+    assert_eq!(f["expected"], 60 * 20, "{f}");
+    assert_eq!(f["missing"], 0, "{f}");
+    assert_eq!(f["duplicates"], 0, "{f}");
+
+    let s = bench(
+        &server,
+        &["storm", "-d", "120", "-p", "4", "--clients", "4"],
+    );
+    assert_eq!(s["complete"], 120, "{s}");
+    assert_eq!(s["expected"], 120 * 4, "{s}");
+    assert_eq!(s["missing"], 0, "{s}");
+    assert!(s["storm_s"].as_f64().expect("storm_s") > 0.0, "{s}");
+
+    let status = server.terminate(Duration::from_secs(30)).await;
+    assert!(status.success(), "{status:?}");
+}
