@@ -125,7 +125,10 @@ test("a page using /sdk/warbler.js receives a push and a click reports opened", 
     const id = await pushTo(page, "Hello, browser");
     assert.equal(await page.locator(`li[data-id="${id}"] button`).textContent(), "Hello, browser");
     assert.equal(await page.evaluate(() => window.client.transport), "websocket");
-    assert.deepEqual(await page.evaluate(() => window.states.map((s) => s.transport)), ["websocket", "websocket"]);
+    assert.deepEqual(await page.evaluate(() => window.states), [
+      { state: "connecting", transport: "websocket" },
+      { state: "open", transport: "websocket" },
+    ]);
     await page.locator(`li[data-id="${id}"] button`).click();
     assert.equal(await page.locator(`li[data-id="${id}"]`).getAttribute("data-opened"), "page");
     await assertCounts(id);
