@@ -2,7 +2,8 @@
 # Runs every check and test of the project on a fresh machine with the Rust toolchain:
 # formatting, clippy (warnings are errors), then the whole test suite (unit tests, the
 # integration suite against the real server and the real binary), the JavaScript SDK
-# tests in Node against the built binary (tests/sdk), then the packaging tests
+# tests in Node against the built binary (tests/sdk), the browser tests in headless Debian
+# Chromium driven by playwright-core (tests/browser), then the packaging tests
 # (tests/packaging.sh: static release build, install.sh, .deb installed and serving a push,
 # .rpm contents). Builds the debug profile once; the packaging step builds the release.
 set -euo pipefail
@@ -35,6 +36,17 @@ target_dir="${CARGO_TARGET_DIR:-target}"
 case "$target_dir" in /*) ;; *) target_dir="$PWD/$target_dir" ;; esac
 (
   cd tests/sdk
+  npm ci --no-audit --no-fund
+  WARBLER_BIN="$target_dir/debug/warbler" node --test --test-concurrency=1
+) 2>&1 | tee -a "$log"
+
+step "browser tests (headless Debian Chromium through playwright-core, tests/browser)"
+if [ ! -e /usr/bin/chromium ]; then
+  # Debian's Chromium; playwright-core downloads no browser of its own.
+  apt-get update -qq && apt-get install -y -qq chromium
+fi
+(
+  cd tests/browser
   npm ci --no-audit --no-fund
   WARBLER_BIN="$target_dir/debug/warbler" node --test --test-concurrency=1
 ) 2>&1 | tee -a "$log"
