@@ -55,7 +55,8 @@ pub struct App {
     data_dir: PathBuf,
     listener: TcpListener,
     local_addr: SocketAddr,
-    tls: tokio::sync::watch::Sender<Arc<rustls::ServerConfig>>,
+    /// The served certificate; `None` in `tls.mode = "off"` (plain HTTP).
+    tls: Option<tokio::sync::watch::Sender<Arc<rustls::ServerConfig>>>,
     /// In `files` mode, the certificate and key to watch.
     tls_files: Option<(PathBuf, PathBuf)>,
     store: Store,
@@ -87,7 +88,7 @@ impl App {
                     tracing::info!(path = %dir.join("ca.crt").display(), "created a new local CA");
                 }
                 let paths = TlsPaths::in_dir(&dir);
-                server_config(&paths.server_cert, &paths.server_key)?
+                Some(server_config(&paths.server_cert, &paths.server_key)?)
             }
             TlsMode::Files => {
                 // validate() guarantees both paths in files mode.
@@ -95,12 +96,17 @@ impl App {
                 let key = config.tls.key.clone().unwrap_or_default();
                 let loaded = server_config(&cert, &key)?;
                 tls_files = Some((cert, key));
-                loaded
+                Some(loaded)
+            }
+            TlsMode::Off => {
+                crate::config::warn_plaintext();
+                None
             }
         };
 
         let registry = Registry::new();
         let metrics = Arc::new(Metrics::new());
+        metrics.tls_enabled.set(i64::from(tls.is_some()));
         let writer = WriterConfig {
             metrics: Some(Arc::clone(&metrics)),
             durability: match config.storage.durability {
@@ -132,7 +138,7 @@ impl App {
             data_dir,
             listener,
             local_addr,
-            tls: tokio::sync::watch::Sender::new(tls),
+            tls: tls.map(tokio::sync::watch::Sender::new),
             tls_files,
             store,
             registry,
@@ -145,6 +151,12 @@ impl App {
     #[must_use]
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Whether the port serves TLS (`false` only in `tls.mode = "off"`).
+    #[must_use]
+    pub fn serves_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     #[must_use]
@@ -199,11 +211,11 @@ impl App {
             data_dir: self.data_dir.clone(),
         };
         let tracker = TaskTracker::new();
-        if let Some((cert, key)) = self.tls_files {
+        if let (Some((cert, key)), Some(tls)) = (self.tls_files, &self.tls) {
             tracker.spawn(crate::tls::reload::watch_files(
                 cert,
                 key,
-                self.tls.clone(),
+                tls.clone(),
                 Arc::clone(&self.metrics),
                 self.shutdown.clone(),
             ));
@@ -223,10 +235,14 @@ impl App {
             Duration::from_millis(self.config.storage.sweep_interval_ms),
             self.shutdown.clone(),
         ));
-        tracing::info!(addr = %self.local_addr, "serving https");
+        if self.tls.is_some() {
+            tracing::info!(addr = %self.local_addr, "serving https");
+        } else {
+            tracing::warn!(addr = %self.local_addr, "serving PLAIN HTTP (tls.mode = \"off\"): no encryption");
+        }
         crate::server::serve(
             self.listener,
-            self.tls.subscribe(),
+            self.tls.as_ref().map(tokio::sync::watch::Sender::subscribe),
             router(state),
             crate::server::ConnLimits {
                 total: self.config.server.max_connections,

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
-use crate::config::{Config, DEFAULT_CONFIG_TOML};
+use crate::config::{Config, TlsMode, DEFAULT_CONFIG_TOML};
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
@@ -20,7 +20,13 @@ pub enum ConfigCommand {
 pub fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         ConfigCommand::Check { file } => match Config::from_file(&file) {
-            Ok(_) => {
+            Ok(config) => {
+                if config.tls.mode == TlsMode::Off {
+                    eprintln!(
+                        "warning: tls.mode = \"off\" serves plain, unencrypted HTTP; \
+                         `warbler serve` refuses it unless --insecure-plaintext is given"
+                    );
+                }
                 println!("{}: ok", file.display());
                 Ok(ExitCode::SUCCESS)
             }

@@ -10,7 +10,7 @@ use clap::Args;
 
 use crate::app::App;
 use crate::config::reload::{LogHook, Overrides};
-use crate::config::{Config, LogFormat};
+use crate::config::{Config, LogFormat, TlsMode};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -23,7 +23,17 @@ pub struct ServeArgs {
     /// Listening address, e.g. 0.0.0.0:8443. Default 127.0.0.1:8443.
     #[arg(long, env = "WARBLER_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// Allow `tls.mode = "off"`: serve plain, unencrypted HTTP (only behind a
+    /// TLS-terminating proxy on a trusted link). Without this flag that mode is refused.
+    #[arg(long)]
+    pub insecure_plaintext: bool,
 }
+
+/// Why `serve` refuses `tls.mode = "off"` without the flag.
+pub const PLAINTEXT_REFUSED: &str = "tls.mode = \"off\" serves plain, unencrypted HTTP: \
+    tokens, keys and passwords would cross the network in clear text. Refusing to start; \
+    pass --insecure-plaintext to allow it (only behind a TLS-terminating proxy), or set \
+    tls.mode to \"auto\" or \"files\"";
 
 fn load(args: &ServeArgs) -> anyhow::Result<Config> {
     let mut config = match &args.config {
@@ -37,6 +47,9 @@ fn load(args: &ServeArgs) -> anyhow::Result<Config> {
         config.server.listen = listen;
     }
     config.validate()?;
+    if config.tls.mode == TlsMode::Off && !args.insecure_plaintext {
+        anyhow::bail!(PLAINTEXT_REFUSED);
+    }
     Ok(config)
 }
 
@@ -124,7 +137,8 @@ async fn serve(
         println!("  client key      {}", c.client_key);
         println!("  CA certificate  {}", c.ca_cert);
     }
-    println!("listening on https://{}", app.local_addr());
+    let scheme = if app.serves_tls() { "https" } else { "http" };
+    println!("listening on {scheme}://{}", app.local_addr());
     let shutdown = app.shutdown_token();
     let watching = has_config;
     tokio::spawn(async move {

@@ -55,3 +55,11 @@ impl Config {
         Ok(config)
     }
 }
+
+/// The loud warning logged whenever the service runs (or reloads) with `tls.mode = "off"`.
+pub fn warn_plaintext() {
+    tracing::warn!(
+        "TLS IS OFF (tls.mode = \"off\"): every token, key, password and message crosses the \
+         network in clear text. Use this only behind a TLS-terminating proxy on a trusted link."
+    );
+}

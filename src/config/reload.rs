@@ -46,7 +46,9 @@ pub fn merge_live(running: &Config, mut new: Config) -> (Config, Vec<&'static st
         "server.max_connections_per_ip"
     );
     keep!(storage, "storage");
-    keep!(tls, "tls");
+    keep!(tls.mode, "tls.mode");
+    keep!(tls.cert, "tls.cert");
+    keep!(tls.key, "tls.key");
     keep!(gateway, "gateway");
     keep!(log.format, "log.format");
     (new, ignored)
@@ -82,6 +84,9 @@ impl Reloader {
             }
         };
         let running = self.tx.borrow().clone();
+        if running.tls.mode == super::TlsMode::Off {
+            super::warn_plaintext();
+        }
         let (merged, ignored) = merge_live(&running, new);
         if !ignored.is_empty() {
             tracing::warn!(settings = ?ignored, "these settings need a restart; their running values stay until then");

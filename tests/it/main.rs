@@ -5,6 +5,7 @@
 #![allow(clippy::single_match_else, clippy::large_enum_variant)]
 
 mod harness;
+mod spawned;
 
 mod app_connections;
 mod audit;
@@ -26,6 +27,7 @@ mod schedule_cancel_idem;
 mod sdk_assets;
 mod slow_consumer;
 mod stats;
+mod tls_off;
 mod tls_swap;
 mod topics;
 mod transports;
