@@ -19,6 +19,7 @@ use crate::config::{Config, StorageDurability, TlsMode};
 use crate::gateway::{Registry, SessionSettings};
 use crate::metrics::Metrics;
 use crate::store::{Durability, Store, StoreError, WriterConfig};
+use crate::tls::renew::{count_renewal, renew_if_due};
 use crate::tls::{ensure_bootstrap, server_config, TlsError, TlsPaths};
 
 pub use first_start::{FirstStartError, InitialCredentials};
@@ -59,6 +60,8 @@ pub struct App {
     tls: Option<tokio::sync::watch::Sender<Arc<rustls::ServerConfig>>>,
     /// In `files` mode, the certificate and key to watch.
     tls_files: Option<(PathBuf, PathBuf)>,
+    /// In `auto` mode, the TLS dir and the names its server certificate must cover.
+    tls_auto: Option<(PathBuf, Vec<String>)>,
     store: Store,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
@@ -79,7 +82,9 @@ impl App {
         })?;
         tracing::info!(data = %data_dir.display(), "data dir ready");
 
+        let metrics = Arc::new(Metrics::new());
         let mut tls_files = None;
+        let mut tls_auto = None;
         let tls = match config.tls.mode {
             TlsMode::Auto => {
                 let dir = data_dir.join("tls");
@@ -87,8 +92,13 @@ impl App {
                 if outcome.created_ca {
                     tracing::info!(path = %dir.join("ca.crt").display(), "created a new local CA");
                 }
+                if let Some(reason) = renew_if_due(&dir, &config.server.hostnames)? {
+                    count_renewal(&metrics, reason.label());
+                }
                 let paths = TlsPaths::in_dir(&dir);
-                Some(server_config(&paths.server_cert, &paths.server_key)?)
+                let loaded = server_config(&paths.server_cert, &paths.server_key)?;
+                tls_auto = Some((dir, config.server.hostnames.clone()));
+                Some(loaded)
             }
             TlsMode::Files => {
                 // validate() guarantees both paths in files mode.
@@ -105,7 +115,6 @@ impl App {
         };
 
         let registry = Registry::new();
-        let metrics = Arc::new(Metrics::new());
         metrics.tls_enabled.set(i64::from(tls.is_some()));
         let writer = WriterConfig {
             metrics: Some(Arc::clone(&metrics)),
@@ -140,6 +149,7 @@ impl App {
             local_addr,
             tls: tls.map(tokio::sync::watch::Sender::new),
             tls_files,
+            tls_auto,
             store,
             registry,
             metrics,
@@ -215,6 +225,16 @@ impl App {
             tracker.spawn(crate::tls::reload::watch_files(
                 cert,
                 key,
+                tls.clone(),
+                Arc::clone(&self.metrics),
+                self.shutdown.clone(),
+            ));
+        }
+        if let (Some((dir, hostnames)), Some(tls)) = (self.tls_auto, &self.tls) {
+            tracker.spawn(crate::tls::renew::renew_periodically(
+                dir,
+                hostnames,
+                crate::tls::renew::CHECK_EVERY,
                 tls.clone(),
                 Arc::clone(&self.metrics),
                 self.shutdown.clone(),

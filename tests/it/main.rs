@@ -28,6 +28,7 @@ mod sdk_assets;
 mod slow_consumer;
 mod stats;
 mod tls_off;
+mod tls_renew;
 mod tls_swap;
 mod topics;
 mod transports;
