@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::api::{router, AppState};
 use crate::config::reload::{LogHook, Overrides, Reloader};
-use crate::config::{Config, StorageDurability, TlsMode};
+use crate::config::{Config, EnvLayer, StorageDurability, TlsMode};
 use crate::gateway::{Registry, SessionSettings};
 use crate::metrics::Metrics;
 use crate::store::{Durability, Store, StoreError, WriterConfig};
@@ -53,6 +53,8 @@ pub struct App {
     config_tx: tokio::sync::watch::Sender<Arc<Config>>,
     /// The file to watch for live changes, and the hook that applies log settings.
     watch: Option<(PathBuf, Option<LogHook>, Overrides)>,
+    /// `WARBLER_…` configuration read at start, re-applied over each reloaded file.
+    env: EnvLayer,
     data_dir: PathBuf,
     listener: TcpListener,
     local_addr: SocketAddr,
@@ -143,6 +145,7 @@ impl App {
         Ok(Self {
             config_tx: tokio::sync::watch::Sender::new(Arc::new(config.clone())),
             watch: None,
+            env: EnvLayer::default(),
             config: Arc::new(config),
             data_dir,
             listener,
@@ -184,6 +187,11 @@ impl App {
     /// `overrides` re-applies command-line settings to each newly read file.
     pub fn watch_config(&mut self, path: PathBuf, on_log: Option<LogHook>, overrides: Overrides) {
         self.watch = Some((path, on_log, overrides));
+    }
+
+    /// Re-apply this environment layer (read at process start) over every reloaded file.
+    pub fn use_environment(&mut self, env: EnvLayer) {
+        self.env = env;
     }
 
     /// The configuration as it is now (after any reloads).
@@ -247,6 +255,7 @@ impl App {
                 metrics: Arc::clone(&self.metrics),
                 on_log,
                 overrides,
+                env: self.env,
             };
             tracker.spawn(reloader.run(self.shutdown.clone()));
         }

@@ -1,6 +1,7 @@
 //! Live reload of the configuration file: `notify` events on its directory (so editors that
 //! save by rename are seen) or SIGHUP, debounced; the file is parsed and validated whole and
-//! only then published through a `watch` channel. A bad, empty, truncated or unreadable file
+//! only then published through a `watch` channel (with the environment layer, fixed at
+//! start, laid over it again). A bad, empty, truncated or unreadable file
 //! is refused, logged and counted, and the running configuration stays. Settings that need a
 //! restart keep their running values and are named in the log.
 
@@ -61,6 +62,8 @@ pub struct Reloader {
     pub metrics: Arc<Metrics>,
     pub on_log: Option<LogHook>,
     pub overrides: Overrides,
+    /// The environment layer read at start, laid over every new file.
+    pub env: super::EnvLayer,
 }
 
 impl Reloader {
@@ -72,7 +75,7 @@ impl Reloader {
                 .get_or_create(&ResultLabel { result })
                 .inc();
         };
-        let new = match Config::from_file(&self.path) {
+        let new = match Config::load(Some(&self.path), &self.env) {
             Ok(mut c) => {
                 (self.overrides)(&mut c);
                 c

@@ -16,6 +16,7 @@ mod cli;
 mod cli_tools;
 mod delivery;
 mod durability;
+mod env_config;
 mod hot_reload;
 mod mailbox_cap;
 mod management;
