@@ -402,6 +402,34 @@ mod tests {
     }
 
     #[test]
+    fn every_variable_a_command_reads_is_a_known_non_key_name() {
+        let sources = [
+            include_str!("../cli/app_cmd.rs"),
+            include_str!("../cli/bench.rs"),
+            include_str!("../cli/ca.rs"),
+            include_str!("../cli/health.rs"),
+            include_str!("../cli/key.rs"),
+            include_str!("../cli/listen.rs"),
+            include_str!("../cli/remote.rs"),
+            include_str!("../cli/send.rs"),
+            include_str!("../cli/serve.rs"),
+        ];
+        let mut seen = 0;
+        for source in sources {
+            for rest in source.split("env = \"").skip(1) {
+                let name = rest.split('"').next().unwrap_or_default();
+                assert!(NOT_KEYS.contains(&name), "{name} is missing from NOT_KEYS");
+                assert!(
+                    !all_variables().iter().any(|v| v == name),
+                    "{name} is a key"
+                );
+                seen += 1;
+            }
+        }
+        assert!(seen >= 10, "found only {seen} command-line variables");
+    }
+
+    #[test]
     fn command_line_and_client_names_are_not_keys_and_others_are_only_noted() {
         let env = layer(&[
             ("WARBLER_LOG", "debug"),
