@@ -244,6 +244,9 @@ mod tests {
         m.config_reloads
             .get_or_create(&ResultLabel { result: "error" })
             .inc();
+        m.tls_renewals
+            .get_or_create(&ReasonLabel { reason: "error" })
+            .inc();
         let _guard = ConnectionGuard::new(&m, "sse");
         let text = m.render();
         for (file, body) in [
