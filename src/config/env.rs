@@ -433,7 +433,7 @@ mod tests {
     fn command_line_and_client_names_are_not_keys_and_others_are_only_noted() {
         let env = layer(&[
             ("WARBLER_LOG", "debug"),
-            ("WARBLER_DATA", "/tmp/x"),
+            ("WARBLER_DATA", "/srv/warbler"),
             ("WARBLER_LISTEN", "127.0.0.1:1"),
             ("WARBLER_API_KEY", "k"),
             ("WARBLER_LIMIT_PUSHES", "3"),
