@@ -64,6 +64,8 @@ pub struct App {
     tls_files: Option<(PathBuf, PathBuf)>,
     /// In `auto` mode, the TLS dir and the names its server certificate must cover.
     tls_auto: Option<(PathBuf, Vec<String>)>,
+    /// How often `auto` mode checks whether its server certificate needs renewing.
+    renew_every: Duration,
     store: Store,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
@@ -153,6 +155,7 @@ impl App {
             tls: tls.map(tokio::sync::watch::Sender::new),
             tls_files,
             tls_auto,
+            renew_every: crate::tls::renew::CHECK_EVERY,
             store,
             registry,
             metrics,
@@ -187,6 +190,11 @@ impl App {
     /// `overrides` re-applies command-line settings to each newly read file.
     pub fn watch_config(&mut self, path: PathBuf, on_log: Option<LogHook>, overrides: Overrides) {
         self.watch = Some((path, on_log, overrides));
+    }
+
+    /// Check the bootstrapped certificate this often instead of every 12 hours (tests).
+    pub fn check_renewal_every(&mut self, every: Duration) {
+        self.renew_every = every;
     }
 
     /// Re-apply this environment layer (read at process start) over every reloaded file.
@@ -242,7 +250,7 @@ impl App {
             tracker.spawn(crate::tls::renew::renew_periodically(
                 dir,
                 hostnames,
-                crate::tls::renew::CHECK_EVERY,
+                self.renew_every,
                 tls.clone(),
                 Arc::clone(&self.metrics),
                 self.shutdown.clone(),

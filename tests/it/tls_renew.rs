@@ -106,8 +106,11 @@ fn write_one_day_leaf(tls: &Path) -> Vec<u8> {
     params.not_before = OffsetDateTime::now_utc() - time::Duration::hours(1);
     params.not_after = OffsetDateTime::now_utc() + time::Duration::days(1);
     let cert = params.signed_by(&key, &issuer).expect("leaf");
-    std::fs::write(tls.join("server.crt"), cert.pem()).expect("cert");
+    // Key first, then the certificate by rename: a running server's check never sees half
+    // a file, and never has its renewed key overwritten by this one.
     std::fs::write(tls.join("server.key"), key.serialize_pem()).expect("key");
+    std::fs::write(tls.join("server.crt.new"), cert.pem()).expect("cert");
+    std::fs::rename(tls.join("server.crt.new"), tls.join("server.crt")).expect("rename");
     cert.der().to_vec()
 }
 
@@ -149,4 +152,86 @@ async fn a_certificate_one_day_from_expiry_is_renewed_at_start_and_the_ca_kept()
         "{metrics}"
     );
     assert_eq!(second.terminate().code(), Some(0));
+}
+
+/// Sends `GET /healthz` on an open HTTP/1.1 connection and reads until the answer's body.
+async fn healthz_on<S>(stream: &mut S) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&answer).contains(r#"{"status":"ok"}"#) {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("answer within 5 s")
+            .expect("read");
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn a_running_server_renews_a_certificate_near_expiry_live_and_open_connections_stay() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut app = warbler::app::App::build(crate::harness::test_config(dir.path()))
+        .await
+        .expect("builds");
+    app.check_renewal_every(Duration::from_millis(200));
+    let addr = app.local_addr().to_string();
+    let shutdown = app.shutdown_token();
+    let task = tokio::spawn(app.run());
+    let tls = dir.path().join("tls");
+    let ca = tls.join("ca.crt");
+    let ca_before = std::fs::read(&ca).expect("ca");
+    let first = served_leaf(&addr, &ca, "localhost").await.expect("first");
+
+    // An open connection from before the renewal.
+    let config =
+        warbler::tls::client_config_trusting(&ca, &[warbler::tls::ALPN_HTTP11]).expect("tls");
+    let tcp = tokio::net::TcpStream::connect(&addr).await.expect("tcp");
+    let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+    let mut open = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .expect("handshake");
+    assert!(healthz_on(&mut open).await.starts_with("HTTP/1.1 200"));
+
+    // The certificate on disk now expires tomorrow: the next check re-issues it, and new
+    // connections get the new one without a restart.
+    let short = write_one_day_leaf(&tls);
+    assert_ne!(short, first);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let renewed = loop {
+        let served = served_leaf(&addr, &ca, "localhost").await.expect("served");
+        if served != first && served != short {
+            break served;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no renewed certificate served within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(not_after(&renewed) - OffsetDateTime::now_utc() > time::Duration::days(800));
+    assert_eq!(
+        std::fs::read(&ca).expect("ca"),
+        ca_before,
+        "the CA is unchanged"
+    );
+
+    // The connection opened before the renewal still works.
+    assert!(healthz_on(&mut open).await.contains("200 OK"));
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(15), task)
+        .await
+        .expect("drains")
+        .expect("task");
 }
