@@ -23,6 +23,11 @@ pub struct ResultLabel {
     pub result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
 /// Every metric of the process. Cheap to share (`Arc<Metrics>`); updates are atomic.
 pub struct Metrics {
     registry: Registry,
@@ -39,6 +44,10 @@ pub struct Metrics {
     pub rate_limited: Family<AppLabel, Counter>,
     pub tls_handshake_failures: Counter,
     pub tls_reloads: Family<ResultLabel, Counter>,
+    /// 1 while the port serves TLS, 0 in `tls.mode = "off"` (plain HTTP).
+    pub tls_enabled: Gauge,
+    /// Bootstrapped server certificates re-issued, by reason.
+    pub tls_renewals: Family<ReasonLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -65,6 +74,8 @@ impl Metrics {
             rate_limited: Family::default(),
             tls_handshake_failures: Counter::default(),
             tls_reloads: Family::default(),
+            tls_enabled: Gauge::default(),
+            tls_renewals: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -131,6 +142,16 @@ impl Metrics {
             "tls_reloads",
             "Certificate file changes by result (files mode)",
             m.tls_reloads.clone(),
+        );
+        registry.register(
+            "tls_enabled",
+            "1 when the port serves TLS, 0 when tls.mode = \"off\" (plain HTTP)",
+            m.tls_enabled.clone(),
+        );
+        registry.register(
+            "tls_renewals",
+            "Bootstrapped server certificates re-issued, by reason (expiry, hostnames)",
+            m.tls_renewals.clone(),
         );
         Self { registry, ..m }
     }
@@ -222,6 +243,9 @@ mod tests {
         }
         m.config_reloads
             .get_or_create(&ResultLabel { result: "error" })
+            .inc();
+        m.tls_renewals
+            .get_or_create(&ReasonLabel { reason: "error" })
             .inc();
         let _guard = ConnectionGuard::new(&m, "sse");
         let text = m.render();

@@ -1,5 +1,7 @@
 //! The accept loop: TCP → TLS (handshake timeout) → HTTP/1.1 or HTTP/2 (by ALPN/preface)
-//! serving the router, with connection and header bounds, and graceful shutdown.
+//! serving the router, with connection and header bounds, and graceful shutdown. Without a
+//! TLS configuration (`tls.mode = "off"`, allowed only by an explicit flag) the same HTTP
+//! stack runs over plain TCP.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -85,7 +87,7 @@ impl Drop for IpSlot {
 /// (WebSocket sessions close themselves on the same token).
 pub async fn serve(
     listener: TcpListener,
-    tls: tokio::sync::watch::Receiver<Arc<rustls::ServerConfig>>,
+    tls: Option<tokio::sync::watch::Receiver<Arc<rustls::ServerConfig>>>,
     router: Router,
     limits: ConnLimits,
     metrics: Arc<Metrics>,
@@ -123,7 +125,7 @@ pub async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         // The certificate in force now: a swapped one applies from the next connection.
-        let acceptor = TlsAcceptor::from(tls.borrow().clone());
+        let acceptor = tls.as_ref().map(|t| TlsAcceptor::from(t.borrow().clone()));
         let router = router.clone();
         let shutdown = shutdown.clone();
         let metrics = Arc::clone(&metrics);
@@ -140,11 +142,15 @@ pub async fn serve(
 async fn connection(
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
-    acceptor: TlsAcceptor,
+    acceptor: Option<TlsAcceptor>,
     router: Router,
     metrics: &Metrics,
     shutdown: CancellationToken,
 ) {
+    let Some(acceptor) = acceptor else {
+        serve_http(tcp, peer, router, shutdown).await;
+        return;
+    };
     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
@@ -158,6 +164,14 @@ async fn connection(
             return;
         }
     };
+    serve_http(tls, peer, router, shutdown).await;
+}
+
+/// HTTP/1.1 or HTTP/2 on one established stream (TLS or, in `off` mode, plain TCP).
+async fn serve_http<S>(stream: S, peer: SocketAddr, router: Router, shutdown: CancellationToken)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -180,7 +194,7 @@ async fn connection(
             async move { tower::Service::call(&mut router, req).await }
         },
     ));
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);
     let result = tokio::select! {
         result = conn.as_mut() => result,

@@ -15,10 +15,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::api::{router, AppState};
 use crate::config::reload::{LogHook, Overrides, Reloader};
-use crate::config::{Config, StorageDurability, TlsMode};
+use crate::config::{Config, EnvLayer, StorageDurability, TlsMode};
 use crate::gateway::{Registry, SessionSettings};
 use crate::metrics::Metrics;
 use crate::store::{Durability, Store, StoreError, WriterConfig};
+use crate::tls::renew::{count_renewal, renew_if_due};
 use crate::tls::{ensure_bootstrap, server_config, TlsError, TlsPaths};
 
 pub use first_start::{FirstStartError, InitialCredentials};
@@ -52,12 +53,19 @@ pub struct App {
     config_tx: tokio::sync::watch::Sender<Arc<Config>>,
     /// The file to watch for live changes, and the hook that applies log settings.
     watch: Option<(PathBuf, Option<LogHook>, Overrides)>,
+    /// `WARBLER_…` configuration read at start, re-applied over each reloaded file.
+    env: EnvLayer,
     data_dir: PathBuf,
     listener: TcpListener,
     local_addr: SocketAddr,
-    tls: tokio::sync::watch::Sender<Arc<rustls::ServerConfig>>,
+    /// The served certificate; `None` in `tls.mode = "off"` (plain HTTP).
+    tls: Option<tokio::sync::watch::Sender<Arc<rustls::ServerConfig>>>,
     /// In `files` mode, the certificate and key to watch.
     tls_files: Option<(PathBuf, PathBuf)>,
+    /// In `auto` mode, the TLS dir and the names its server certificate must cover.
+    tls_auto: Option<(PathBuf, Vec<String>)>,
+    /// How often `auto` mode checks whether its server certificate needs renewing.
+    renew_every: Duration,
     store: Store,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
@@ -78,7 +86,9 @@ impl App {
         })?;
         tracing::info!(data = %data_dir.display(), "data dir ready");
 
+        let metrics = Arc::new(Metrics::new());
         let mut tls_files = None;
+        let mut tls_auto = None;
         let tls = match config.tls.mode {
             TlsMode::Auto => {
                 let dir = data_dir.join("tls");
@@ -86,8 +96,13 @@ impl App {
                 if outcome.created_ca {
                     tracing::info!(path = %dir.join("ca.crt").display(), "created a new local CA");
                 }
+                if let Some(reason) = renew_if_due(&dir, &config.server.hostnames)? {
+                    count_renewal(&metrics, reason.label());
+                }
                 let paths = TlsPaths::in_dir(&dir);
-                server_config(&paths.server_cert, &paths.server_key)?
+                let loaded = server_config(&paths.server_cert, &paths.server_key)?;
+                tls_auto = Some((dir, config.server.hostnames.clone()));
+                Some(loaded)
             }
             TlsMode::Files => {
                 // validate() guarantees both paths in files mode.
@@ -95,12 +110,16 @@ impl App {
                 let key = config.tls.key.clone().unwrap_or_default();
                 let loaded = server_config(&cert, &key)?;
                 tls_files = Some((cert, key));
-                loaded
+                Some(loaded)
+            }
+            TlsMode::Off => {
+                crate::config::warn_plaintext();
+                None
             }
         };
 
         let registry = Registry::new();
-        let metrics = Arc::new(Metrics::new());
+        metrics.tls_enabled.set(i64::from(tls.is_some()));
         let writer = WriterConfig {
             metrics: Some(Arc::clone(&metrics)),
             durability: match config.storage.durability {
@@ -128,12 +147,15 @@ impl App {
         Ok(Self {
             config_tx: tokio::sync::watch::Sender::new(Arc::new(config.clone())),
             watch: None,
+            env: EnvLayer::default(),
             config: Arc::new(config),
             data_dir,
             listener,
             local_addr,
-            tls: tokio::sync::watch::Sender::new(tls),
+            tls: tls.map(tokio::sync::watch::Sender::new),
             tls_files,
+            tls_auto,
+            renew_every: crate::tls::renew::CHECK_EVERY,
             store,
             registry,
             metrics,
@@ -145,6 +167,12 @@ impl App {
     #[must_use]
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Whether the port serves TLS (`false` only in `tls.mode = "off"`).
+    #[must_use]
+    pub fn serves_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     #[must_use]
@@ -162,6 +190,16 @@ impl App {
     /// `overrides` re-applies command-line settings to each newly read file.
     pub fn watch_config(&mut self, path: PathBuf, on_log: Option<LogHook>, overrides: Overrides) {
         self.watch = Some((path, on_log, overrides));
+    }
+
+    /// Check the bootstrapped certificate this often instead of every 12 hours (tests).
+    pub fn check_renewal_every(&mut self, every: Duration) {
+        self.renew_every = every;
+    }
+
+    /// Re-apply this environment layer (read at process start) over every reloaded file.
+    pub fn use_environment(&mut self, env: EnvLayer) {
+        self.env = env;
     }
 
     /// The configuration as it is now (after any reloads).
@@ -199,11 +237,21 @@ impl App {
             data_dir: self.data_dir.clone(),
         };
         let tracker = TaskTracker::new();
-        if let Some((cert, key)) = self.tls_files {
+        if let (Some((cert, key)), Some(tls)) = (self.tls_files, &self.tls) {
             tracker.spawn(crate::tls::reload::watch_files(
                 cert,
                 key,
-                self.tls.clone(),
+                tls.clone(),
+                Arc::clone(&self.metrics),
+                self.shutdown.clone(),
+            ));
+        }
+        if let (Some((dir, hostnames)), Some(tls)) = (self.tls_auto, &self.tls) {
+            tracker.spawn(crate::tls::renew::renew_periodically(
+                dir,
+                hostnames,
+                self.renew_every,
+                tls.clone(),
                 Arc::clone(&self.metrics),
                 self.shutdown.clone(),
             ));
@@ -215,6 +263,7 @@ impl App {
                 metrics: Arc::clone(&self.metrics),
                 on_log,
                 overrides,
+                env: self.env,
             };
             tracker.spawn(reloader.run(self.shutdown.clone()));
         }
@@ -223,10 +272,14 @@ impl App {
             Duration::from_millis(self.config.storage.sweep_interval_ms),
             self.shutdown.clone(),
         ));
-        tracing::info!(addr = %self.local_addr, "serving https");
+        if self.tls.is_some() {
+            tracing::info!(addr = %self.local_addr, "serving https");
+        } else {
+            tracing::warn!(addr = %self.local_addr, "serving PLAIN HTTP (tls.mode = \"off\"): no encryption");
+        }
         crate::server::serve(
             self.listener,
-            self.tls.subscribe(),
+            self.tls.as_ref().map(tokio::sync::watch::Sender::subscribe),
             router(state),
             crate::server::ConnLimits {
                 total: self.config.server.max_connections,

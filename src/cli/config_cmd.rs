@@ -1,4 +1,5 @@
-//! `warbler config check FILE`: validate a configuration file (exit 0 or 64);
+//! `warbler config check FILE`: validate a configuration file with the `WARBLER_…`
+//! environment laid over it (exit 0 or 64);
 //! `warbler config print-default`: print the commented default file.
 
 use std::path::PathBuf;
@@ -6,11 +7,12 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
-use crate::config::{Config, DEFAULT_CONFIG_TOML};
+use crate::config::{Config, ConfigError, EnvLayer, TlsMode, DEFAULT_CONFIG_TOML};
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
-    /// Validate a configuration file; prints what is wrong and exits 64 if anything is.
+    /// Validate a configuration file (with the WARBLER_… environment laid over it); prints
+    /// what is wrong and exits 64 if anything is.
     Check { file: PathBuf },
     /// Print the commented default configuration (every key, its meaning and default).
     PrintDefault,
@@ -19,8 +21,23 @@ pub enum ConfigCommand {
 #[allow(clippy::unnecessary_wraps)] // Same signature as every subcommand.
 pub fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        ConfigCommand::Check { file } => match Config::from_file(&file) {
-            Ok(_) => {
+        ConfigCommand::Check { file } => match EnvLayer::from_process_env()
+            .map_err(ConfigError::from)
+            .and_then(|env| Ok((Config::load(Some(&file), &env)?, env)))
+        {
+            Ok((config, env)) => {
+                for s in env.settings() {
+                    eprintln!(
+                        "note: {} is set by {} (the environment wins over the file)",
+                        s.key, s.var
+                    );
+                }
+                if config.tls.mode == TlsMode::Off {
+                    eprintln!(
+                        "warning: tls.mode = \"off\" serves plain, unencrypted HTTP; \
+                         `warbler serve` refuses it unless --insecure-plaintext is given"
+                    );
+                }
                 println!("{}: ok", file.display());
                 Ok(ExitCode::SUCCESS)
             }

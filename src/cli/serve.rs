@@ -1,5 +1,6 @@
-//! `warbler serve`: load the config (file, then flags), build the app, print the address
-//! and any first-start credentials, serve until SIGTERM/SIGINT, drain, exit 0.
+//! `warbler serve`: load the config (built-in defaults < file < `WARBLER_…` environment <
+//! flags), build the app, print the address and any first-start credentials, serve until
+//! SIGTERM/SIGINT, drain, exit 0.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,7 +11,7 @@ use clap::Args;
 
 use crate::app::App;
 use crate::config::reload::{LogHook, Overrides};
-use crate::config::{Config, LogFormat};
+use crate::config::{Config, EnvLayer, LogFormat, TlsMode};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -23,13 +24,20 @@ pub struct ServeArgs {
     /// Listening address, e.g. 0.0.0.0:8443. Default 127.0.0.1:8443.
     #[arg(long, env = "WARBLER_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// Allow `tls.mode = "off"`: serve plain, unencrypted HTTP (only behind a
+    /// TLS-terminating proxy on a trusted link). Without this flag that mode is refused.
+    #[arg(long)]
+    pub insecure_plaintext: bool,
 }
 
-fn load(args: &ServeArgs) -> anyhow::Result<Config> {
-    let mut config = match &args.config {
-        Some(path) => Config::from_file(path)?,
-        None => Config::default(),
-    };
+/// Why `serve` refuses `tls.mode = "off"` without the flag.
+pub const PLAINTEXT_REFUSED: &str = "tls.mode = \"off\" serves plain, unencrypted HTTP: \
+    tokens, keys and passwords would cross the network in clear text. Refusing to start; \
+    pass --insecure-plaintext to allow it (only behind a TLS-terminating proxy), or set \
+    tls.mode to \"auto\" or \"files\"";
+
+fn load(args: &ServeArgs, env: &EnvLayer) -> anyhow::Result<Config> {
+    let mut config = Config::load(args.config.as_deref(), env)?;
     if let Some(data) = &args.data {
         config.server.data_dir.clone_from(data);
     }
@@ -37,6 +45,9 @@ fn load(args: &ServeArgs) -> anyhow::Result<Config> {
         config.server.listen = listen;
     }
     config.validate()?;
+    if config.tls.mode == TlsMode::Off && !args.insecure_plaintext {
+        anyhow::bail!(PLAINTEXT_REFUSED);
+    }
     Ok(config)
 }
 
@@ -74,14 +85,23 @@ fn init_logging(config: &Config) -> Option<LogHook> {
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let config = match load(&args) {
-        Ok(c) => c,
+    let loaded = EnvLayer::from_process_env()
+        .map_err(anyhow::Error::from)
+        .and_then(|env| Ok((load(&args, &env)?, env)));
+    let (config, env) = match loaded {
+        Ok(pair) => pair,
         Err(e) => {
             eprintln!("warbler: {e:#}");
             return Ok(ExitCode::from(super::EXIT_USAGE));
         }
     };
     let log_hook = init_logging(&config);
+    for s in env.settings() {
+        tracing::info!(variable = %s.var, key = %s.key, "configuration key set by the environment");
+    }
+    if !env.ignored.is_empty() {
+        tracing::warn!(variables = ?env.ignored, "these WARBLER_ variables are not configuration keys nor known names; ignored (a typo?)");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("warbler")
@@ -96,18 +116,20 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             c.server.listen = l;
         }
     });
-    runtime.block_on(serve(config, args.config.clone(), log_hook, overrides))?;
+    runtime.block_on(serve(config, args.config.clone(), env, log_hook, overrides))?;
     Ok(ExitCode::SUCCESS)
 }
 
 async fn serve(
     config: Config,
     config_path: Option<PathBuf>,
+    env: EnvLayer,
     log_hook: Option<LogHook>,
     overrides: Overrides,
 ) -> anyhow::Result<()> {
     let has_config = config_path.is_some();
     let mut app = App::build(config).await.context("cannot start")?;
+    app.use_environment(env);
     if let Some(path) = config_path {
         app.watch_config(path, log_hook, overrides);
     }
@@ -124,7 +146,8 @@ async fn serve(
         println!("  client key      {}", c.client_key);
         println!("  CA certificate  {}", c.ca_cert);
     }
-    println!("listening on https://{}", app.local_addr());
+    let scheme = if app.serves_tls() { "https" } else { "http" };
+    println!("listening on {scheme}://{}", app.local_addr());
     let shutdown = app.shutdown_token();
     let watching = has_config;
     tokio::spawn(async move {

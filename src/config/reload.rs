@@ -1,6 +1,7 @@
 //! Live reload of the configuration file: `notify` events on its directory (so editors that
 //! save by rename are seen) or SIGHUP, debounced; the file is parsed and validated whole and
-//! only then published through a `watch` channel. A bad, empty, truncated or unreadable file
+//! only then published through a `watch` channel (with the environment layer, fixed at
+//! start, laid over it again). A bad, empty, truncated or unreadable file
 //! is refused, logged and counted, and the running configuration stays. Settings that need a
 //! restart keep their running values and are named in the log.
 
@@ -46,7 +47,9 @@ pub fn merge_live(running: &Config, mut new: Config) -> (Config, Vec<&'static st
         "server.max_connections_per_ip"
     );
     keep!(storage, "storage");
-    keep!(tls, "tls");
+    keep!(tls.mode, "tls.mode");
+    keep!(tls.cert, "tls.cert");
+    keep!(tls.key, "tls.key");
     keep!(gateway, "gateway");
     keep!(log.format, "log.format");
     (new, ignored)
@@ -59,6 +62,8 @@ pub struct Reloader {
     pub metrics: Arc<Metrics>,
     pub on_log: Option<LogHook>,
     pub overrides: Overrides,
+    /// The environment layer read at start, laid over every new file.
+    pub env: super::EnvLayer,
 }
 
 impl Reloader {
@@ -70,7 +75,7 @@ impl Reloader {
                 .get_or_create(&ResultLabel { result })
                 .inc();
         };
-        let new = match Config::from_file(&self.path) {
+        let new = match Config::load(Some(&self.path), &self.env) {
             Ok(mut c) => {
                 (self.overrides)(&mut c);
                 c
@@ -82,6 +87,9 @@ impl Reloader {
             }
         };
         let running = self.tx.borrow().clone();
+        if running.tls.mode == super::TlsMode::Off {
+            super::warn_plaintext();
+        }
         let (merged, ignored) = merge_live(&running, new);
         if !ignored.is_empty() {
             tracing::warn!(settings = ?ignored, "these settings need a restart; their running values stay until then");

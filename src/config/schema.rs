@@ -92,12 +92,16 @@ pub enum TlsMode {
     Auto,
     /// Use the certificate and key files below.
     Files,
+    /// Plain HTTP, no TLS at all. `warbler serve` refuses it unless `--insecure-plaintext`
+    /// is also given, and warns at start and on every reload.
+    Off,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
-    /// `auto` or `files`.
+    /// `auto`, `files`, or `off` (plain HTTP; needs `warbler serve --insecure-plaintext`).
+    /// Restart to change.
     pub mode: TlsMode,
     /// Certificate chain (PEM) in `files` mode.
     pub cert: Option<PathBuf>,

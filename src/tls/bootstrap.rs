@@ -24,11 +24,11 @@ const CA_COMMON_NAME: &str = "Warbler local CA";
 const LEAF_COMMON_NAME: &str = "Warbler server";
 const CA_VALIDITY_DAYS: i64 = 3650;
 /// The longest validity Apple platforms accept for TLS server certificates.
-const LEAF_VALIDITY_DAYS: i64 = 825;
+pub(super) const LEAF_VALIDITY_DAYS: i64 = 825;
 /// Backdating of `notBefore` so peers with slightly slow clocks accept new certificates.
 const CLOCK_SKEW: Duration = Duration::hours(1);
-const KEY_MODE: u32 = 0o600;
-const CERT_MODE: u32 = 0o644;
+pub(super) const KEY_MODE: u32 = 0o600;
+pub(super) const CERT_MODE: u32 = 0o644;
 /// Names every server certificate covers, in addition to the configured hostnames.
 const BUILTIN_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 
@@ -133,9 +133,9 @@ pub fn ensure_bootstrap(
 }
 
 /// A freshly issued, verified but not yet written server certificate and key.
-struct IssuedLeaf {
-    cert_pem: String,
-    key_pem: String,
+pub(super) struct IssuedLeaf {
+    pub(super) cert_pem: String,
+    pub(super) key_pem: String,
 }
 
 /// The CA's certificate parameters. The subject DN is the part a signature
@@ -185,7 +185,7 @@ fn create_ca(paths: &TlsPaths) -> Result<Issuer<'static, KeyPair>, TlsError> {
 ///
 /// Whether the pair really matches `ca.crt` is checked by verifying the
 /// issued leaf against it (see [`issue_leaf`]).
-fn load_ca(paths: &TlsPaths) -> Result<Issuer<'static, KeyPair>, TlsError> {
+pub(super) fn load_ca(paths: &TlsPaths) -> Result<Issuer<'static, KeyPair>, TlsError> {
     load_certs(&paths.ca_cert)?;
     let pem = read_file(&paths.ca_key)?;
     let key =
@@ -197,7 +197,7 @@ fn load_ca(paths: &TlsPaths) -> Result<Issuer<'static, KeyPair>, TlsError> {
 }
 
 /// Issues a server certificate for `sans` and checks it chains to `ca.crt`.
-fn issue_leaf(
+pub(super) fn issue_leaf(
     paths: &TlsPaths,
     issuer: &Issuer<'_, KeyPair>,
     sans: Vec<SanType>,
@@ -247,7 +247,10 @@ fn verify_leaf(paths: &TlsPaths, leaf: &CertificateDer<'_>) -> Result<(), TlsErr
 /// Builtin names plus `hostnames`, as IP or DNS SANs, deduplicated.
 ///
 /// Names may be wildcards (`*.example.com`); bracketed IPv6 literals are accepted.
-fn subject_alt_names(hostnames: &[String], server_cert: &Path) -> Result<Vec<SanType>, TlsError> {
+pub(super) fn subject_alt_names(
+    hostnames: &[String],
+    server_cert: &Path,
+) -> Result<Vec<SanType>, TlsError> {
     let mut sans: Vec<SanType> = Vec::new();
     let all = BUILTIN_NAMES
         .iter()
@@ -295,7 +298,7 @@ fn exists(path: &Path) -> Result<bool, TlsError> {
     })
 }
 
-fn remove_if_exists(path: &Path) -> Result<(), TlsError> {
+pub(super) fn remove_if_exists(path: &Path) -> Result<(), TlsError> {
     match fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -306,7 +309,7 @@ fn remove_if_exists(path: &Path) -> Result<(), TlsError> {
     }
 }
 
-fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), TlsError> {
+pub(super) fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), TlsError> {
     write_atomic(path, contents, mode).map_err(|source| TlsError::Write {
         path: path.to_path_buf(),
         source,

@@ -101,6 +101,9 @@ pub enum TlsError {
         ca: PathBuf,
         source: rustls::Error,
     },
+    /// A certificate file's DER could not be parsed as X.509 (to read its dates and names).
+    #[error("cannot parse the certificate in {}: {message}", path.display())]
+    ParseCertificate { path: PathBuf, message: String },
     /// rustls rejected the protocol configuration itself.
     #[error("rustls rejected the TLS configuration")]
     Config { source: rustls::Error },

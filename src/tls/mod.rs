@@ -1,8 +1,10 @@
-//! TLS for Warbler: local CA bootstrap on disk and rustls server/client configuration.
+//! TLS for Warbler: local CA bootstrap on disk, renewal of its server certificate, live
+//! swaps in `files` mode, and rustls server/client configuration.
 
 mod bootstrap;
 mod config;
 pub mod reload;
+pub mod renew;
 
 pub use bootstrap::{ensure_bootstrap, BootstrapOutcome, TlsPaths};
 pub use config::{
