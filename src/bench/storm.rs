@@ -96,6 +96,9 @@ pub struct Report {
     /// Storm start → this device holding all its messages.
     pub complete_latency: Summary,
     pub server_cpu_cores: Option<f64>,
+    /// CPU seconds over the storm: the server, and this load generator.
+    pub server_cpu_s: Option<f64>,
+    pub client_cpu_s: Option<f64>,
     pub server_rss_kib_before: Option<u64>,
     pub server_rss_kib_after: Option<u64>,
 }
@@ -148,6 +151,7 @@ pub async fn run(endpoint: Arc<Endpoint>, opts: Options) -> anyhow::Result<Repor
     );
     let rss_before = opts.server_pid.and_then(sys::vm_rss_kib);
     let cpu0 = opts.server_pid.and_then(|p| sys::cpu_seconds(Some(p)));
+    let client0 = sys::cpu_seconds(None);
     let sem = Arc::new(Semaphore::new(opts.concurrency));
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -166,6 +170,7 @@ pub async fn run(endpoint: Arc<Endpoint>, opts: Options) -> anyhow::Result<Repor
     let out = collect(&mut tasks, &shared, opts.devices, start, show).await;
     let storm_s = round3(out.last_complete.as_secs_f64());
     let cpu1 = opts.server_pid.and_then(|p| sys::cpu_seconds(Some(p)));
+    let client1 = sys::cpu_seconds(None);
     let rss_after = opts.server_pid.and_then(sys::vm_rss_kib);
     let expected = (opts.devices * opts.pending) as u64;
     let delivered = shared.delivered.load(Ordering::Relaxed);
@@ -202,6 +207,8 @@ pub async fn run(endpoint: Arc<Endpoint>, opts: Options) -> anyhow::Result<Repor
             .zip(cpu1)
             .filter(|_| window > 0.0)
             .map(|(a, b)| round3((b - a) / window)),
+        server_cpu_s: cpu0.zip(cpu1).map(|(a, b)| round3(b - a)),
+        client_cpu_s: client0.zip(client1).map(|(a, b)| round3(b - a)),
         server_rss_kib_before: rss_before,
         server_rss_kib_after: rss_after,
     })
@@ -589,8 +596,12 @@ impl Report {
         }
         let _ = writeln!(s, "  connect at      {}", self.connect_latency.line());
         let _ = writeln!(s, "  complete at     {}", self.complete_latency.line());
-        if let Some(c) = self.server_cpu_cores {
-            let _ = writeln!(s, "  server          {c:.2} cores during the storm");
+        if let (Some(c), Some(sc)) = (self.server_cpu_cores, self.server_cpu_s) {
+            let _ = writeln!(
+                s,
+                "  CPU             server {sc:.2} s ({c:.2} cores), load generator {:.2} s",
+                self.client_cpu_s.unwrap_or(f64::NAN)
+            );
         }
         if let (Some(a), Some(b)) = (self.server_rss_kib_before, self.server_rss_kib_after) {
             let _ = writeln!(s, "  server RSS      {a} KiB before, {b} KiB after");

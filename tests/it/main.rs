@@ -35,4 +35,3 @@ mod topics;
 mod transports;
 mod ttl_collapse;
 mod ws_http2;
-
