@@ -113,7 +113,7 @@ async fn create_app(
         .create_app(app)
         .await
         .map_err(|e| ApiError::from_store(e, "app"))?;
-    tracing::info!(app = %body.name, by = %admin.token_id, "app created");
+    tracing::info!(app = %body.name, by = %admin.actor, "app created");
     audit(&state, &admin, "app.create", Some(&body.name), None).await?;
     Ok((
         StatusCode::CREATED,
@@ -130,13 +130,17 @@ struct ListQuery {
 
 async fn list_apps(
     State(state): State<AppState>,
-    _admin: Admin,
+    admin: Admin,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::invalid(e.body_text()))?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let apps = state.store.apps(q.after.as_deref(), limit)?;
-    let views: Vec<AppView> = apps.iter().map(view).collect();
+    let views: Vec<AppView> = apps
+        .iter()
+        .filter(|a| admin.sees_app(&a.name))
+        .map(view)
+        .collect();
     Ok(Json(json!({ "apps": views })))
 }
 
@@ -269,7 +273,7 @@ async fn patch_app(
         )
         .await
         .map_err(|e| ApiError::from_store(e, "app"))?;
-    tracing::info!(app = %app, by = %admin.token_id, suspended = record.suspended, "app updated");
+    tracing::info!(app = %app, by = %admin.actor, suspended = record.suspended, "app updated");
     audit(&state, &admin, "app.update", Some(&app), None).await?;
     Ok(Json(view(&record)))
 }
@@ -284,7 +288,7 @@ async fn delete_app(
         .delete_app(&app)
         .await
         .map_err(|e| ApiError::from_store(e, "app"))?;
-    tracing::info!(app = %app, by = %admin.token_id, "app deleted");
+    tracing::info!(app = %app, by = %admin.actor, "app deleted");
     audit(&state, &admin, "app.delete", Some(&app), None).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -324,7 +328,7 @@ async fn create_key(
         .create_credential(crate::store::NewCredential(record))
         .await
         .map_err(|e| ApiError::from_store(e, "app"))?;
-    tracing::info!(app = %app, key = %id, by = %admin.token_id, "API key created");
+    tracing::info!(app = %app, key = %id, by = %admin.actor, "API key created");
     audit(&state, &admin, "key.create", Some(&app), Some(&id)).await?;
     Ok((StatusCode::CREATED, Json(json!({"id": id, "key": key}))))
 }
@@ -368,7 +372,7 @@ async fn revoke_key(
         .revoke_credential(&app, &id)
         .await
         .map_err(|e| ApiError::from_store(e, "key"))?;
-    tracing::info!(app = %app, key = %id, by = %admin.token_id, "key revoked");
+    tracing::info!(app = %app, key = %id, by = %admin.actor, "key revoked");
     audit(&state, &admin, "key.revoke", Some(&app), Some(&id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -400,7 +404,7 @@ async fn rotate_client_key(
             Err(e) => return Err(e.into()),
         }
     }
-    tracing::info!(app = %app, key = %id, by = %admin.token_id, "client key rotated");
+    tracing::info!(app = %app, key = %id, by = %admin.actor, "client key rotated");
     audit(&state, &admin, "client_key.rotate", Some(&app), Some(&id)).await?;
     Ok((
         StatusCode::CREATED,
@@ -422,7 +426,7 @@ async fn rotate_signing_secret(
         .update_app(&app, Box::new(move |r| r.signing_secret = new))
         .await
         .map_err(|e| ApiError::from_store(e, "app"))?;
-    tracing::info!(app = %app, by = %admin.token_id, "signing secret rotated");
+    tracing::info!(app = %app, by = %admin.actor, "signing secret rotated");
     audit(&state, &admin, "signing_secret.rotate", Some(&app), None).await?;
     Ok(Json(json!({"signing_secret": secret})))
 }

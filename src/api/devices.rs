@@ -98,7 +98,7 @@ async fn register(
     ))
 }
 
-fn device_view(state: &AppState, d: &DeviceRecord) -> serde_json::Value {
+pub(super) fn device_view(state: &AppState, d: &DeviceRecord) -> serde_json::Value {
     json!({
         "id": d.id,
         "platform": d.platform,

@@ -12,11 +12,12 @@ use redb::ReadableTable;
 use tokio::sync::{mpsc, oneshot};
 
 use super::ops_apps::{self, FirstStartOp, NewApp, NewCredential};
+use super::ops_console::{self, ConsoleOp};
 use super::ops_delivery::{self, Cancelled};
 use super::ops_devices::{self, DevicePatch, NewDevice};
 use super::ops_messages::{self, PushOp, PushReply};
 use super::ops_sweep::{self, SweepReport};
-use super::records::{AppRecord, AuditRecord, DeviceRecord};
+use super::records::{AppRecord, AuditRecord, DeviceRecord, UserRecord};
 use super::tables::{StatsRow, META_CLOCK, STATS};
 use super::tables::{META, META_NEXT_SEQ};
 use super::{CommitListener, Committed, StoreError};
@@ -118,6 +119,7 @@ pub(crate) enum Op {
         at_ms: u64,
     },
     Audit(Box<AuditRecord>, Reply<()>),
+    Console(Box<ConsoleOp>, Reply<UserRecord>),
     Shutdown,
 }
 
@@ -520,6 +522,10 @@ fn apply(
         Op::TouchDevice { app, device, at_ms } => ops_devices::touch(txn, &app, &device, at_ms),
         Op::Audit(record, reply) => {
             let r = ops_apps::audit(txn, state, &record);
+            settle(finishers, reply, r)
+        }
+        Op::Console(op, reply) => {
+            let r = ops_console::apply(txn, *op);
             settle(finishers, reply, r)
         }
         Op::Shutdown => Ok(()),

@@ -13,6 +13,8 @@ mod bad_input;
 mod broadcast_storage;
 mod cli;
 mod cli_tools;
+mod console_auth;
+mod console_roles;
 mod delivery;
 mod durability;
 mod hot_reload;
