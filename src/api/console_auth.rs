@@ -92,11 +92,13 @@ fn me_body(state: &AppState, admin: &Admin) -> Result<serde_json::Value, ApiErro
 async fn login(
     State(state): State<AppState>,
     peer: Option<Extension<PeerAddr>>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     ApiJson(body): ApiJson<Login>,
 ) -> Result<Response, ApiError> {
     // A login form posted from another site would sign the victim in as the attacker.
-    if headers.contains_key(header::ORIGIN) && !same_origin(&headers, None) {
+    let authority = uri.authority().map(axum::http::uri::Authority::as_str);
+    if headers.contains_key(header::ORIGIN) && !same_origin(&headers, authority) {
         return Err(ApiError::forbidden(
             "cross-site request refused: Origin must be this server",
         ));

@@ -5,6 +5,7 @@ pub(crate) mod admin;
 mod app_data;
 mod apps;
 mod connect;
+mod console_assets;
 mod console_auth;
 mod console_info;
 mod devices;
@@ -94,6 +95,7 @@ impl RouteTable {
         events::routes(&mut t);
         openapi::routes(&mut t);
         sdk::routes(&mut t);
+        console_assets::routes(&mut t);
         t
     }
 }

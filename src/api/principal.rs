@@ -77,7 +77,10 @@ impl FromRequestParts<AppState> for Admin {
             if !is_safe(&parts.method) {
                 check_csrf(
                     &parts.headers,
-                    parts.uri.authority().map(axum::http::uri::Authority::as_str),
+                    parts
+                        .uri
+                        .authority()
+                        .map(axum::http::uri::Authority::as_str),
                     &principal,
                 )?;
             }

@@ -13,6 +13,7 @@ mod bad_input;
 mod broadcast_storage;
 mod cli;
 mod cli_tools;
+mod console_assets;
 mod console_auth;
 mod console_roles;
 mod delivery;
