@@ -53,17 +53,19 @@ export function svg(tag, attrs = {}, ...children) {
 }
 
 // A line chart of several series over the same points: [{label, cls, values: [n…]}].
-export function lineChart(series, { width = 600, height = 160, title = '' } = {}) {
+export function lineChart(series, { width = 1000, height = 220, title = '', from = '', to = '' } = {}) {
   const n = Math.max(1, ...series.map((s) => s.values.length));
   const max = Math.max(1, ...series.flatMap((s) => s.values));
   const pad = 28;
   const x = (i) => pad + (i * (width - pad - 6)) / Math.max(1, n - 1);
-  const y = (v) => height - 18 - (v * (height - 30)) / max;
+  const y = (v) => height - 22 - (v * (height - 34)) / max;
   const root = svg('svg', { viewBox: `0 0 ${width} ${height}`, class: 'chart', role: 'img' });
   root.append(svg('title', {}, title));
   root.append(svg('line', { x1: pad, y1: y(0), x2: width - 6, y2: y(0), class: 'axis' }));
   root.append(svg('text', { x: 2, y: y(max) + 4, class: 'tick' }, String(max)));
   root.append(svg('text', { x: 2, y: y(0) + 4, class: 'tick' }, '0'));
+  root.append(svg('text', { x: pad, y: height - 4, class: 'tick' }, from));
+  root.append(svg('text', { x: width - 6, y: height - 4, class: 'tick end' }, to));
   for (const s of series) {
     const points = s.values.map((v, i) => `${x(i).toFixed(1)},${y(v).toFixed(1)}`).join(' ');
     root.append(svg('polyline', { points, class: `line ${s.cls}` }, svg('title', {}, s.label)));

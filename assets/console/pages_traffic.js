@@ -14,15 +14,20 @@ export async function dashboardPage(main) {
   const draw = async () => {
     const o = await api('GET', '/v1/admin/overview');
     const s = o.series;
-    const last = s[s.length - 2] || s[s.length - 1] || {};
     const sum = (k) => s.reduce((n, p) => n + p[k], 0);
     const accepted = sum('accepted');
+    // Pushes per second over the current minute so far and the whole minute before it.
+    const now = new Date();
+    const seconds = 60 + now.getUTCSeconds();
+    const recent = s.slice(-2).reduce((n, p) => n + p.accepted, 0);
+    // Of the copies that reached an outcome in the hour, the share delivered (not expired).
     const delivered = sum('delivered');
-    const rate = accepted > 0 ? Math.min(100, Math.round((delivered * 100) / Math.max(1, sumTargets(s)))) : null;
+    const expired = sum('expired');
+    const rate = delivered + expired > 0 ? Math.round((delivered * 100) / (delivered + expired)) : null;
     clear(body).append(
       h('div.tiles', {},
         tile(t('dash.connections'), o.connections, 'tile-connections'),
-        tile(t('dash.pushes_per_second'), ((last.accepted || 0) / 60).toFixed(2), 'tile-pps'),
+        tile(t('dash.pushes_per_second'), (recent / seconds).toFixed(2), 'tile-pps'),
         tile(t('dash.pushes_hour'), accepted, 'tile-hour'),
         tile(t('dash.delivery_rate'), rate === null ? '—' : `${rate}%`, 'tile-rate')),
       h('section.card', {},
@@ -31,7 +36,11 @@ export async function dashboardPage(main) {
           { label: t('funnel.accepted'), cls: 'accepted', values: s.map((p) => p.accepted) },
           { label: t('funnel.delivered'), cls: 'delivered', values: s.map((p) => p.delivered) },
           { label: t('funnel.acked'), cls: 'acked', values: s.map((p) => p.acked) },
-        ], { title: t('dash.chart_title') }),
+        ], {
+          title: t('dash.chart_title'),
+          from: new Date(s[0].t).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }),
+          to: t('dash.now'),
+        }),
         h('p.legend', {},
           h('span.key.accepted', { text: t('funnel.accepted') }),
           h('span.key.delivered', { text: t('funnel.delivered') }),
@@ -45,11 +54,6 @@ export async function dashboardPage(main) {
   };
   await draw();
   every(5000, () => draw().catch(() => {}));
-}
-
-// Deliveries over acceptances is skewed by topic fan-out; use accepted as the floor.
-function sumTargets(series) {
-  return series.reduce((n, p) => n + Math.max(p.accepted, p.delivered), 0);
 }
 
 function tile(label, value, id) {

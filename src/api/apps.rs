@@ -288,6 +288,7 @@ async fn delete_app(
         .delete_app(&app)
         .await
         .map_err(|e| ApiError::from_store(e, "app"))?;
+    super::users::forget_app(&state, &app).await?;
     tracing::info!(app = %app, by = %admin.actor, "app deleted");
     audit(&state, &admin, "app.delete", Some(&app), None).await?;
     Ok(StatusCode::NO_CONTENT)

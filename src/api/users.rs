@@ -171,6 +171,30 @@ async fn update_user(
     Ok(Json(user_view(&user)))
 }
 
+/// Takes a deleted app out of every user's apps, so a new app of the same name is not
+/// visible to the old app's users.
+pub(super) async fn forget_app(state: &AppState, app: &str) -> Result<(), ApiError> {
+    for user in state.store.console_users()? {
+        if !user.apps.iter().any(|a| a == app) {
+            continue;
+        }
+        let gone = app.to_owned();
+        let update = Box::new(move |u: &mut UserRecord| u.apps.retain(|a| *a != gone));
+        match state
+            .store
+            .console(ConsoleOp::UpdateUser {
+                login: user.login,
+                update,
+            })
+            .await
+        {
+            Ok(_) | Err(crate::store::StoreError::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
 async fn delete_user(
     State(state): State<AppState>,
     admin: Admin,

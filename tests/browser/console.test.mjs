@@ -125,6 +125,15 @@ test("the console signs in, manages an app, sends a test push that arrives, show
       await shot(page, name);
     }
 
+    // A phone: one column, nothing wider than the screen.
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.goto(server.url + "/#/dashboard");
+    await page.waitForSelector("#dashboard .tile");
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 0, "no horizontal scrolling on a phone (" + overflow + " px)");
+    await shot(page, "phone-dashboard");
+    await page.setViewportSize({ width: 1280, height: 800 });
+
     // 简体中文: the navigation is translated, then sign out.
     await page.selectOption("#lang", "zh");
     await page.waitForSelector("nav a:has-text('仪表盘')");

@@ -296,3 +296,52 @@ async fn a_role_change_applies_to_open_sessions_at_once() {
     assert_eq!(status, StatusCode::FORBIDDEN);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_deleted_app_leaves_its_users_so_a_new_app_of_that_name_stays_hidden() {
+    let server = start().await;
+    let owner = admin_login(&server).await;
+    let create = |name: &'static str| json!({ "name": name });
+    let (status, _) = owner
+        .call(&server, Method::POST, "/v1/apps", Some(create("gone")))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) = owner
+        .call(
+            &server,
+            Method::POST,
+            "/v1/admin/users",
+            Some(json!({"user": "v", "password": "a long password", "role": "viewer", "apps": ["demo", "gone"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let viewer = login(&server, "v", "a long password").await;
+    assert_eq!(
+        as_role(&server, &viewer, Method::GET, "/v1/apps/gone", None).await,
+        StatusCode::OK
+    );
+    let (status, _) = owner
+        .call(&server, Method::DELETE, "/v1/apps/gone", None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = owner
+        .call(&server, Method::POST, "/v1/apps", Some(create("gone")))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(
+        as_role(&server, &viewer, Method::GET, "/v1/apps/gone", None).await,
+        StatusCode::NOT_FOUND
+    );
+    let (_, users) = owner
+        .call(&server, Method::GET, "/v1/admin/users", None)
+        .await;
+    let v = users["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .find(|u| u["user"] == "v")
+        .expect("v")
+        .clone();
+    assert_eq!(v["apps"], json!(["demo"]));
+    server.stop().await;
+}
