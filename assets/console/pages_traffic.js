@@ -38,7 +38,7 @@ export async function dashboardPage(main) {
           { label: t('funnel.acked'), cls: 'acked', values: s.map((p) => p.acked) },
         ], {
           title: t('dash.chart_title'),
-          from: new Date(s[0].t).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }),
+          from: new Date(s[0].t).toLocaleTimeString(document.documentElement.lang || undefined, { hour: '2-digit', minute: '2-digit' }),
           to: t('dash.now'),
         }),
         h('p.legend', {},

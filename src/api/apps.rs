@@ -135,12 +135,25 @@ async fn list_apps(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::invalid(e.body_text()))?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let apps = state.store.apps(q.after.as_deref(), limit)?;
-    let views: Vec<AppView> = apps
-        .iter()
-        .filter(|a| admin.sees_app(&a.name))
-        .map(view)
-        .collect();
+    let apps = match &admin.apps {
+        None => state.store.apps(q.after.as_deref(), limit)?,
+        // A scoped user pages through its own apps (sorted), not through every app.
+        Some(mine) => {
+            let mut names: Vec<&String> = mine
+                .iter()
+                .filter(|a| q.after.as_ref().is_none_or(|after| *a > after))
+                .collect();
+            names.sort_unstable();
+            let mut out = Vec::new();
+            for name in names.into_iter().take(limit) {
+                if let Some(app) = state.store.app(name)? {
+                    out.push(app);
+                }
+            }
+            out
+        }
+    };
+    let views: Vec<AppView> = apps.iter().map(view).collect();
     Ok(Json(json!({ "apps": views })))
 }
 

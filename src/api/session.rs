@@ -18,6 +18,8 @@ pub const IDLE_MS: u64 = 2 * 3600 * 1000;
 pub const ABSOLUTE_MS: u64 = 12 * 3600 * 1000;
 /// Most live sessions; past it the oldest go.
 pub const MAX_SESSIONS: usize = 10_000;
+/// Most live sessions of one user; past it, that user's oldest goes.
+pub const MAX_SESSIONS_PER_USER: usize = 32;
 /// Failed logins (or password changes) one login name may have per minute.
 pub const LOGIN_FAILURES_PER_USER: u32 = 10;
 
@@ -67,6 +69,16 @@ impl ConsoleSessions {
         let id = hex(&rand::random::<[u8; 32]>());
         let csrf = hex(&rand::random::<[u8; 32]>());
         let mut map = self.map();
+        let mine: Vec<(SessionKey, u64)> = map
+            .iter()
+            .filter(|(_, s)| s.login == login)
+            .map(|(k, s)| (*k, s.last_ms))
+            .collect();
+        if mine.len() >= MAX_SESSIONS_PER_USER {
+            if let Some((oldest, _)) = mine.iter().min_by_key(|(_, last)| *last) {
+                map.remove(oldest);
+            }
+        }
         if map.len() >= MAX_SESSIONS {
             map.retain(|_, s| live(s, now_ms));
             while map.len() >= MAX_SESSIONS {
@@ -176,5 +188,17 @@ mod tests {
         s.remove_user("bob", Some(&key_of(&a)));
         assert!(s.touch(&key_of(&a), 1).is_some());
         assert!(s.touch(&key_of(&b), 1).is_none());
+        let first = s.create("carol", 0).0;
+        for i in 1..=MAX_SESSIONS_PER_USER as u64 {
+            s.create("carol", i);
+        }
+        assert!(
+            s.touch(&key_of(&first), 100).is_none(),
+            "the oldest of too many went"
+        );
+        assert!(
+            s.touch(&key_of(&a), 100).is_some(),
+            "other users keep theirs"
+        );
     }
 }

@@ -138,6 +138,8 @@ test("the console signs in, manages an app, sends a test push that arrives, show
     await page.selectOption("#lang", "zh");
     await page.waitForSelector("nav a:has-text('仪表盘')");
     assert.equal(await page.textContent("#logout"), "退出登录");
+    await page.waitForSelector("#dashboard .tile");
+    await shot(page, "dashboard-zh");
     await page.click("#logout");
     await page.waitForSelector("form.login");
     assert.equal(await page.textContent("form.login h1"), "登录 Warbler");
