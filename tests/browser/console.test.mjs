@@ -58,8 +58,13 @@ async function connectDevice(clientKey) {
 test("the console signs in, manages an app, sends a test push that arrives, shows hostile text as text, speaks Chinese and signs out", async (t) => {
   const { page, run, errors, close } = await openPage(browser);
   await page.setViewportSize({ width: 1280, height: 800 });
+  // The console asks before revoking (confirm); any other dialog would be injected script.
   let dialogs = 0;
-  page.on("dialog", async (d) => { dialogs += 1; await d.dismiss(); });
+  page.on("dialog", async (d) => {
+    if (d.type() === "confirm") return d.accept();
+    dialogs += 1;
+    return d.dismiss();
+  });
   await run(t, async () => {
     const response = await page.goto(server.url + "/");
     const csp = response.headers()["content-security-policy"];
@@ -124,6 +129,14 @@ test("the console signs in, manages an app, sends a test push that arrives, show
       await page.waitForSelector("main#page .card");
       await shot(page, name);
     }
+
+    // Revoke the key from the apps page: it stops working at once.
+    await page.goto(server.url + "/#/apps");
+    const row = page.locator("#keys tr", { hasText: "from the console" });
+    await row.locator("button.danger").click();
+    await row.waitFor({ state: "detached" });
+    const refused = await server.call("GET", "/v1/stats", apiKey);
+    assert.equal(refused.status, 401, "a revoked key is refused");
 
     // A phone: one column, nothing wider than the screen.
     await page.setViewportSize({ width: 390, height: 844 });
