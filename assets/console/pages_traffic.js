@@ -77,6 +77,7 @@ export async function devicesPage(main, ctx) {
     h('option', { value: 'id', text: t('devices.by_id') }));
   const q = h('input', { id: 'device-query', required: true, placeholder: 'alice / dev_…' });
   const results = h('div', { id: 'device-results' });
+  const canManage = ctx.me.role === 'owner' || ctx.me.role === 'admin';
   const search = async () => {
     const { devices } = await api('GET', `/v1/apps/${enc(ctx.app)}/devices?${by.value}=${enc(q.value.trim())}`);
     clear(results);
@@ -93,7 +94,22 @@ export async function devicesPage(main, ctx) {
         h('td', { text: (d.topics || []).join(", ") || '—' }),
         h('td', {}, h('span', { class: d.online ? 'badge on' : 'badge off', text: d.online ? t('devices.is_online') : t('devices.is_offline') })),
         h('td', { text: when(d.last_seen) }),
-        h('td', {}, ctx.me.role === 'viewer' ? '' : h('button', { class: 'test-push', text: t('devices.test_push'), on: { click: () => testPush(main, ctx, d.id) } }))))));
+        h('td.actions', {},
+          ctx.me.role === 'viewer' ? '' : h('button', { class: 'test-push', text: t('devices.test_push'), on: { click: () => testPush(main, ctx, d.id) } }),
+          canManage ? h('button.danger', {
+            text: t('devices.delete'),
+            on: {
+              click: async () => {
+                if (!window.confirm(t('devices.delete_confirm', { device: d.id }))) return;
+                try {
+                  await api('DELETE', `/v1/apps/${enc(ctx.app)}/devices/${enc(d.id)}`);
+                  await search();
+                } catch (err) {
+                  flash(main, err);
+                }
+              },
+            },
+          }) : '')))));
   };
   main.append(h('form.card.row', {
     id: 'device-search',

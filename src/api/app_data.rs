@@ -1,11 +1,12 @@
 //! An app's pushes, devices and statistics through the management API (admin token or
 //! console session, per the policy table): what the console's pages read and send.
-//! `/v1/apps/{app}/messages…`, `/v1/apps/{app}/devices`, `/v1/apps/{app}/stats`.
+//! `/v1/apps/{app}/messages…`, `/v1/apps/{app}/devices…`, `/v1/apps/{app}/stats`.
 
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
+use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, patch};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
@@ -13,7 +14,7 @@ use serde_json::json;
 use crate::domain::{validate_device_id, validate_user, MessageInput};
 
 use super::admin::audit;
-use super::extract::{Admin, RawJson};
+use super::extract::{Admin, ApiJson, RawJson};
 use super::stats::StatsQuery;
 use super::{devices, messages, stats, ApiError, AppState, Method, RouteTable};
 
@@ -32,6 +33,11 @@ pub fn routes(t: &mut RouteTable) {
         get(status).delete(cancel),
     );
     t.add("/v1/apps/{app}/devices", &[Method::GET], get(find_devices));
+    t.add(
+        "/v1/apps/{app}/devices/{id}",
+        &[Method::PATCH, Method::DELETE],
+        patch(patch_device).delete(delete_device),
+    );
     t.add("/v1/apps/{app}/stats", &[Method::GET], get(app_stats));
 }
 
@@ -141,6 +147,27 @@ async fn find_devices(
         .map(|d| devices::device_view(&state, d))
         .collect();
     Ok(Json(json!({ "devices": list })))
+}
+
+async fn patch_device(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path((app, id)): Path<(String, String)>,
+    ApiJson(body): ApiJson<devices::Patch>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let view = devices::patch_in(&state, &app, &id, body).await?;
+    audit(&state, &admin, "device.update", Some(&app), Some(&id)).await?;
+    Ok(Json(view))
+}
+
+async fn delete_device(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path((app, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let status = devices::delete_in(&state, &app, &id).await?;
+    audit(&state, &admin, "device.delete", Some(&app), Some(&id)).await?;
+    Ok(status)
 }
 
 async fn app_stats(

@@ -58,6 +58,8 @@ pub const POLICY: &[(&str, &str, Permission)] = &[
     ("GET", "/v1/apps/{app}/messages/{id}", Permission::Read),
     ("DELETE", "/v1/apps/{app}/messages/{id}", Permission::Send),
     ("GET", "/v1/apps/{app}/devices", Permission::Read),
+    ("PATCH", "/v1/apps/{app}/devices/{id}", Permission::Manage),
+    ("DELETE", "/v1/apps/{app}/devices/{id}", Permission::Manage),
     ("GET", "/v1/apps/{app}/stats", Permission::Read),
     ("GET", "/v1/admin/backup", Permission::Owner),
     ("GET", "/v1/admin/audit", Permission::Manage),

@@ -130,6 +130,16 @@ test("the console signs in, manages an app, sends a test push that arrives, show
       await shot(page, name);
     }
 
+    // Delete the offline device from the devices page.
+    await page.goto(server.url + "/#/devices");
+    await page.selectOption("#device-by", "id");
+    await page.fill("#device-query", offline.body.device_id);
+    await page.click("#device-search button[type=submit]");
+    await page.click("#device-results button.danger");
+    await page.waitForSelector("#device-results p");
+    const gone = await server.call("GET", "/v1/apps/shop/devices?id=" + offline.body.device_id, server.creds.admin_token);
+    assert.deepEqual(gone.body.devices, [], "the device is deleted");
+
     // Revoke the key from the apps page: it stops working at once.
     await page.goto(server.url + "/#/apps");
     const row = page.locator("#keys tr", { hasText: "from the console" });
