@@ -124,6 +124,28 @@ test("the console signs in, manages an app, sends a test push that arrives, show
     assert.ok(await page.locator("#message-list .state-acked").count() >= 1, "the test push is listed as acked");
     await shot(page, "messages");
 
+    // An owner creates a viewer of "shop"; signed in, it sees only that app and cannot create.
+    await page.goto(server.url + "/#/users");
+    await page.fill("#new-user", "shop-viewer");
+    await page.fill("#new-user-password", "viewer password 1");
+    await page.selectOption("#new-user-role", "viewer");
+    await page.selectOption("#new-user-apps", ["shop"]);
+    await page.click("#create-user button[type=submit]");
+    await page.waitForSelector("#user-list td:text-is('shop-viewer')");
+    const viewer = await openPage(browser);
+    await viewer.page.goto(server.url + "/");
+    await viewer.page.fill("#login-user", "shop-viewer");
+    await viewer.page.fill("#login-password", "viewer password 1");
+    await viewer.page.click("form.login button[type=submit]");
+    await viewer.page.waitForSelector("#dashboard .tile");
+    await viewer.page.goto(server.url + "/#/apps");
+    await viewer.page.waitForSelector("#app-detail h2");
+    assert.deepEqual(await viewer.page.locator("#app-picker option").allTextContents(), ["shop"]);
+    assert.equal(await viewer.page.locator("#create-app").count(), 0, "no create form for a viewer");
+    assert.equal(await viewer.page.locator("#create-key").count(), 0, "no key form for a viewer");
+    assert.equal(await viewer.page.locator("nav a[href='#/users']").count(), 0, "no users page for a viewer");
+    await viewer.close();
+
     for (const name of ["dashboard", "users", "settings", "audit"]) {
       await page.goto(server.url + "/#/" + name);
       await page.waitForSelector("main#page .card");
