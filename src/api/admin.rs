@@ -1,4 +1,5 @@
-//! Owner endpoints: `GET /v1/admin/backup` streams a backup archive made while serving.
+//! Owner endpoints: `GET /v1/admin/backup` streams a backup archive made while serving;
+//! `GET /v1/admin/audit` lists who did what; [`audit`] records it.
 
 use axum::body::Body;
 use axum::extract::{Query, State};
@@ -28,13 +29,25 @@ pub async fn audit(
     app: Option<&str>,
     target: Option<&str>,
 ) -> Result<(), ApiError> {
+    audit_as(state, &admin.actor, admin.peer, action, app, target).await
+}
+
+/// Records an action by an actor that is not (yet) a principal, e.g. a login attempt.
+pub async fn audit_as(
+    state: &AppState,
+    actor: &str,
+    peer: Option<std::net::SocketAddr>,
+    action: &str,
+    app: Option<&str>,
+    target: Option<&str>,
+) -> Result<(), ApiError> {
     let record = AuditRecord {
         at_ms: crate::domain::now_ms(),
-        actor: admin.token_id.clone(),
+        actor: actor.to_owned(),
         action: action.to_owned(),
         app: app.map(str::to_owned),
         target: target.map(str::to_owned),
-        peer: admin.peer.map(|p| p.ip().to_string()),
+        peer: peer.map(|p| p.ip().to_string()),
     };
     state
         .store
@@ -50,9 +63,10 @@ struct AuditQuery {
     limit: Option<usize>,
 }
 
+/// Audit entries, newest first. Owners see all; an admin sees the entries of its apps.
 async fn audit_log(
     State(state): State<AppState>,
-    _admin: Admin,
+    admin: Admin,
     query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::invalid(e.body_text()))?;
@@ -70,6 +84,7 @@ async fn audit_log(
         .store
         .audit_log(before, limit)?
         .into_iter()
+        .filter(|r| admin.apps.is_none() || r.app.as_deref().is_some_and(|a| admin.sees_app(a)))
         .map(|r| {
             json!({
                 "at": crate::domain::format_rfc3339_ms(r.at_ms),
@@ -111,7 +126,7 @@ async fn backup(State(state): State<AppState>, admin: Admin) -> Result<Response,
         tracing::error!(error = %e, "backup failed");
         ApiError::unavailable("the backup could not be made; see the server log")
     })?;
-    tracing::info!(by = %admin.token_id, rows = manifest.rows, "backup streamed");
+    tracing::info!(by = %admin.actor, rows = manifest.rows, "backup streamed");
     audit(&state, &admin, "backup.download", None, None).await?;
     let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));
     let mut response = Body::from_stream(stream).into_response();

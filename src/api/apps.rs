@@ -113,7 +113,7 @@ async fn create_app(
         .create_app(app)
         .await
         .map_err(|e| ApiError::from_store(e, "app"))?;
-    tracing::info!(app = %body.name, by = %admin.token_id, "app created");
+    tracing::info!(app = %body.name, by = %admin.actor, "app created");
     audit(&state, &admin, "app.create", Some(&body.name), None).await?;
     Ok((
         StatusCode::CREATED,
@@ -130,12 +130,29 @@ struct ListQuery {
 
 async fn list_apps(
     State(state): State<AppState>,
-    _admin: Admin,
+    admin: Admin,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::invalid(e.body_text()))?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let apps = state.store.apps(q.after.as_deref(), limit)?;
+    let apps = match &admin.apps {
+        None => state.store.apps(q.after.as_deref(), limit)?,
+        // A scoped user pages through its own apps (sorted), not through every app.
+        Some(mine) => {
+            let mut names: Vec<&String> = mine
+                .iter()
+                .filter(|a| q.after.as_ref().is_none_or(|after| *a > after))
+                .collect();
+            names.sort_unstable();
+            let mut out = Vec::new();
+            for name in names.into_iter().take(limit) {
+                if let Some(app) = state.store.app(name)? {
+                    out.push(app);
+                }
+            }
+            out
+        }
+    };
     let views: Vec<AppView> = apps.iter().map(view).collect();
     Ok(Json(json!({ "apps": views })))
 }
@@ -269,7 +286,7 @@ async fn patch_app(
         )
         .await
         .map_err(|e| ApiError::from_store(e, "app"))?;
-    tracing::info!(app = %app, by = %admin.token_id, suspended = record.suspended, "app updated");
+    tracing::info!(app = %app, by = %admin.actor, suspended = record.suspended, "app updated");
     audit(&state, &admin, "app.update", Some(&app), None).await?;
     Ok(Json(view(&record)))
 }
@@ -284,7 +301,8 @@ async fn delete_app(
         .delete_app(&app)
         .await
         .map_err(|e| ApiError::from_store(e, "app"))?;
-    tracing::info!(app = %app, by = %admin.token_id, "app deleted");
+    super::users::forget_app(&state, &app).await?;
+    tracing::info!(app = %app, by = %admin.actor, "app deleted");
     audit(&state, &admin, "app.delete", Some(&app), None).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -324,7 +342,7 @@ async fn create_key(
         .create_credential(crate::store::NewCredential(record))
         .await
         .map_err(|e| ApiError::from_store(e, "app"))?;
-    tracing::info!(app = %app, key = %id, by = %admin.token_id, "API key created");
+    tracing::info!(app = %app, key = %id, by = %admin.actor, "API key created");
     audit(&state, &admin, "key.create", Some(&app), Some(&id)).await?;
     Ok((StatusCode::CREATED, Json(json!({"id": id, "key": key}))))
 }
@@ -368,7 +386,7 @@ async fn revoke_key(
         .revoke_credential(&app, &id)
         .await
         .map_err(|e| ApiError::from_store(e, "key"))?;
-    tracing::info!(app = %app, key = %id, by = %admin.token_id, "key revoked");
+    tracing::info!(app = %app, key = %id, by = %admin.actor, "key revoked");
     audit(&state, &admin, "key.revoke", Some(&app), Some(&id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -400,7 +418,7 @@ async fn rotate_client_key(
             Err(e) => return Err(e.into()),
         }
     }
-    tracing::info!(app = %app, key = %id, by = %admin.token_id, "client key rotated");
+    tracing::info!(app = %app, key = %id, by = %admin.actor, "client key rotated");
     audit(&state, &admin, "client_key.rotate", Some(&app), Some(&id)).await?;
     Ok((
         StatusCode::CREATED,
@@ -422,7 +440,7 @@ async fn rotate_signing_secret(
         .update_app(&app, Box::new(move |r| r.signing_secret = new))
         .await
         .map_err(|e| ApiError::from_store(e, "app"))?;
-    tracing::info!(app = %app, by = %admin.token_id, "signing secret rotated");
+    tracing::info!(app = %app, by = %admin.actor, "signing secret rotated");
     audit(&state, &admin, "signing_secret.rotate", Some(&app), None).await?;
     Ok(Json(json!({"signing_secret": secret})))
 }

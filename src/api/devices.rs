@@ -98,7 +98,7 @@ async fn register(
     ))
 }
 
-fn device_view(state: &AppState, d: &DeviceRecord) -> serde_json::Value {
+pub(super) fn device_view(state: &AppState, d: &DeviceRecord) -> serde_json::Value {
     json!({
         "id": d.id,
         "platform": d.platform,
@@ -137,7 +137,7 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Patch {
+pub(super) struct Patch {
     #[serde(default, deserialize_with = "present")]
     user: Option<Option<String>>,
     topics: Option<Vec<String>>,
@@ -150,7 +150,17 @@ async fn patch_device(
     ApiJson(body): ApiJson<Patch>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     key.require(Scope::Manage)?;
-    checked_id(&id)?;
+    patch_in(&state, &key.app, &id, body).await.map(Json)
+}
+
+/// Binds a device of `app` to a user and/or sets its topics.
+pub(super) async fn patch_in(
+    state: &AppState,
+    app: &str,
+    id: &str,
+    body: Patch,
+) -> Result<serde_json::Value, ApiError> {
+    checked_id(id)?;
     if let Some(Some(user)) = &body.user {
         validate_user(user).map_err(|e| ApiError::invalid(format!("user: {}", e.0)))?;
     }
@@ -170,10 +180,10 @@ async fn patch_device(
     };
     let d = state
         .store
-        .patch_device(&key.app, &id, patch)
+        .patch_device(app, id, patch)
         .await
         .map_err(|e| ApiError::from_store(e, "device"))?;
-    Ok(Json(device_view(&state, &d)))
+    Ok(device_view(state, &d))
 }
 
 async fn delete_device(
@@ -182,10 +192,19 @@ async fn delete_device(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     key.require(Scope::Manage)?;
-    checked_id(&id)?;
+    delete_in(&state, &key.app, &id).await
+}
+
+/// Deletes a device of `app`, its user binding and its mailbox.
+pub(super) async fn delete_in(
+    state: &AppState,
+    app: &str,
+    id: &str,
+) -> Result<StatusCode, ApiError> {
+    checked_id(id)?;
     state
         .store
-        .delete_device(&key.app, &id)
+        .delete_device(app, id)
         .await
         .map_err(|e| ApiError::from_store(e, "device"))?;
     Ok(StatusCode::NO_CONTENT)

@@ -1,5 +1,6 @@
 //! Request extractors: bounded strict JSON bodies, and bearer authentication for API keys,
-//! client keys and admin tokens. Every credential check goes through [`credential`].
+//! client keys and admin tokens (the management principal is in
+//! [`super::principal`]). Every credential check goes through [`credential`].
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -9,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 
 use crate::auth::{parse_token, verify_secret, TokenKind};
-use crate::store::records::{CredentialKind, CredentialRecord, Scope};
+use crate::store::records::{CredentialRecord, Scope};
 
 use super::{ApiError, AppState};
 
@@ -86,7 +87,7 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Finds and verifies a credential of the given kind from the request headers.
-fn credential(
+pub(super) fn credential(
     state: &AppState,
     parts: &Parts,
     expected: TokenKind,
@@ -97,7 +98,7 @@ fn credential(
         .map(|p| p.0.ip());
     let limit = state.config.borrow().server.auth_failures_per_minute;
     if let Some(ip) = peer {
-        if let Err(wait) = state.auth_throttle.check(ip, limit) {
+        if let Err(wait) = state.auth_throttle.check(&ip, limit) {
             return Err(ApiError::rate_limited(
                 "too many failed authentications from this address; wait",
                 wait,
@@ -214,32 +215,7 @@ impl FromRequestParts<AppState> for ClientKey {
     }
 }
 
-/// A caller holding an owner's admin token.
-pub struct Admin {
-    pub token_id: String,
-    /// Where the request came from, when known.
-    pub peer: Option<std::net::SocketAddr>,
-}
-
-impl FromRequestParts<AppState> for Admin {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let record = credential(state, parts, TokenKind::AdminToken)?;
-        if record.kind != CredentialKind::AdminToken {
-            return Err(ApiError::unauthenticated(
-                "the credential is invalid or revoked",
-            ));
-        }
-        Ok(Self {
-            token_id: record.id,
-            peer: parts
-                .extensions
-                .get::<crate::server::PeerAddr>()
-                .map(|p| p.0),
-        })
-    }
-}
+pub use super::principal::Admin;
 
 /// A device, by its token in `Authorization: Bearer …` or (for browsers' `EventSource`,
 /// which cannot set headers) the `token` query parameter. The same check as WebSocket.

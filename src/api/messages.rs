@@ -108,13 +108,25 @@ async fn send(
     key: ApiKey,
     headers: HeaderMap,
     body: RawJson<MessageInput>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     key.require(Scope::Push)?;
+    accept(&state, &key.app, &key.key_id, &headers, body).await
+}
+
+/// Checks and stores one push for `app` on behalf of `actor` (an API key or a console
+/// principal): limits, rate, TTL, schedule, idempotency.
+pub(super) async fn accept(
+    state: &AppState,
+    app_name: &str,
+    actor: &str,
+    headers: &HeaderMap,
+    body: RawJson<MessageInput>,
+) -> Result<axum::response::Response, ApiError> {
     let RawJson {
         value: input,
         bytes,
     } = body;
-    let idempotency = idempotency(&headers, &input, &bytes)?;
+    let idempotency = idempotency(headers, &input, &bytes)?;
     if input.notification.is_none() && input.data.is_none() {
         return Err(ApiError::invalid(
             "a message needs notification, data or both",
@@ -125,16 +137,16 @@ async fn send(
     }
     let app = state
         .store
-        .app(&key.app)?
-        .ok_or_else(|| ApiError::unauthenticated("the credential is invalid or revoked"))?;
+        .app(app_name)?
+        .ok_or_else(|| ApiError::not_found("app not found"))?;
     let config = state.config.borrow().clone();
     let limits = &config.limits;
     let rate = app
         .limits
         .pushes_per_second
         .unwrap_or(limits.pushes_per_second);
-    if let Err(retry_after) = state.rate_limiter.take(&key.app, rate) {
-        crate::metrics::Metrics::app(&state.metrics.rate_limited, &key.app).inc();
+    if let Err(retry_after) = state.rate_limiter.take(app_name, rate) {
+        crate::metrics::Metrics::app(&state.metrics.rate_limited, app_name).inc();
         return Err(ApiError::rate_limited(
             format!("this app may push {rate} messages per second; retry later"),
             retry_after,
@@ -178,7 +190,7 @@ async fn send(
         .validate()
         .map_err(|e| ApiError::invalid(e.to_string()))?;
     let op = PushOp {
-        app: key.app.clone(),
+        app: app_name.to_owned(),
         id: time_ordered_id("msg"),
         target,
         notification: input.notification,
@@ -196,13 +208,13 @@ async fn send(
         .push(op)
         .await
         .map_err(|e| ApiError::from_store(e, "device"))?;
-    tracing::debug!(app = %key.app, key = %key.key_id, message = %reply.id,
+    tracing::debug!(app = %app_name, by = %actor, message = %reply.id,
         recipients = ?reply.recipients, replayed = reply.replayed, "push accepted");
     let mut body = json!({"id": reply.id, "recipients": reply.recipients});
     if let Some(at) = reply.scheduled_at_ms {
         body["send_at"] = json!(format_rfc3339_ms(at));
     }
-    Ok((StatusCode::ACCEPTED, Json(body)))
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
 /// The state of a push as one word, from its lifecycle and counts.
@@ -233,7 +245,7 @@ fn message_state(m: &MessageRecord, now: u64) -> &'static str {
     }
 }
 
-fn find(state: &AppState, app: &str, id: &str) -> Result<MessageRecord, ApiError> {
+pub(super) fn find(state: &AppState, app: &str, id: &str) -> Result<MessageRecord, ApiError> {
     let not_found = || ApiError::not_found("message not found");
     validate_message_id(id).map_err(|_| not_found())?;
     state.store.message(app, id)?.ok_or_else(not_found)
@@ -246,10 +258,14 @@ async fn status(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     key.require(Scope::Read)?;
     let m = find(&state, &key.app, &id)?;
-    let now = state.store.now_ms();
+    Ok(Json(status_view(&m, state.store.now_ms())))
+}
+
+/// A message's state and counts, as `GET /v1/messages/{id}` answers.
+pub(super) fn status_view(m: &MessageRecord, now: u64) -> serde_json::Value {
     let mut body = json!({
         "id": m.id,
-        "state": message_state(&m, now),
+        "state": message_state(m, now),
         "created_at": format_rfc3339_ms(m.created_at_ms),
         "expires_at": format_rfc3339_ms(m.expires_at_ms),
         "target": m.target,
@@ -270,7 +286,7 @@ async fn status(
     if let Some(k) = &m.collapse_key {
         body["collapse_key"] = json!(k);
     }
-    Ok(Json(body))
+    body
 }
 
 async fn cancel(
@@ -279,15 +295,24 @@ async fn cancel(
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     key.require(Scope::Push)?;
-    find(&state, &key.app, &id)?;
+    cancel_in(&state, &key.app, &id).await.map(Json)
+}
+
+/// Cancels what of a message of `app` is not yet delivered.
+pub(super) async fn cancel_in(
+    state: &AppState,
+    app: &str,
+    id: &str,
+) -> Result<serde_json::Value, ApiError> {
+    find(state, app, id)?;
     let c = state
         .store
-        .cancel(&key.app, &id)
+        .cancel(app, id)
         .await
         .map_err(|e| ApiError::from_store(e, "message"))?;
-    tracing::info!(app = %key.app, message = %id, scheduled = c.scheduled, pending = c.pending, topic = c.topic, "message cancelled");
-    Ok(Json(json!({
+    tracing::info!(app = %app, message = %id, scheduled = c.scheduled, pending = c.pending, topic = c.topic, "message cancelled");
+    Ok(json!({
         "id": id,
         "cancelled": {"scheduled": c.scheduled, "pending": c.pending, "topic": c.topic},
-    })))
+    }))
 }

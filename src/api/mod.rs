@@ -2,8 +2,12 @@
 //! ([`error`]) and the extractors that authenticate and bound requests ([`extract`]).
 
 pub(crate) mod admin;
+mod app_data;
 mod apps;
 mod connect;
+mod console_assets;
+mod console_auth;
+mod console_info;
 mod devices;
 pub mod error;
 mod events;
@@ -11,9 +15,13 @@ mod extract;
 mod health;
 mod messages;
 mod openapi;
+pub mod policy;
+mod principal;
 pub mod rate_limit;
 mod sdk;
+pub mod session;
 mod stats;
+mod users;
 
 use std::sync::Arc;
 
@@ -45,6 +53,8 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     pub rate_limiter: Arc<rate_limit::RateLimiter>,
     pub auth_throttle: Arc<rate_limit::AuthThrottle>,
+    /// Console sessions and the per-login throttle.
+    pub console: Arc<session::ConsoleSessions>,
     /// The data dir (backups are assembled there).
     pub data_dir: std::path::PathBuf,
 }
@@ -74,6 +84,10 @@ impl RouteTable {
         health::routes(&mut t);
         apps::routes(&mut t);
         admin::routes(&mut t);
+        console_auth::routes(&mut t);
+        users::routes(&mut t);
+        console_info::routes(&mut t);
+        app_data::routes(&mut t);
         messages::routes(&mut t);
         stats::routes(&mut t);
         devices::routes(&mut t);
@@ -81,6 +95,7 @@ impl RouteTable {
         events::routes(&mut t);
         openapi::routes(&mut t);
         sdk::routes(&mut t);
+        console_assets::routes(&mut t);
         t
     }
 }

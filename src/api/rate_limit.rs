@@ -1,5 +1,5 @@
-//! Per-app token buckets for `POST /v1/messages`, and the per-address throttle on failed
-//! authentication. Buckets: `rate` pushes per second with a burst of one
+//! Per-app token buckets for `POST /v1/messages`, and the throttles on failed
+//! authentication (per address, and per console login name). Buckets: `rate` pushes per second with a burst of one
 //! second's worth. Kept in memory (a restart refills the buckets). The std mutex is held only
 //! for one map lookup and a little arithmetic.
 
@@ -52,26 +52,40 @@ impl RateLimiter {
     }
 }
 
-/// Failed authentications per IP address in the current minute. Past the limit, that
-/// address is refused (429) until the minute ends, whatever it presents: guessing keys or
-/// tokens stays slow.
-#[derive(Default)]
-pub struct AuthThrottle {
-    failures: Mutex<HashMap<std::net::IpAddr, (u64, u32)>>,
+/// Failed authentications per key (an IP address, or a console login name) in the current
+/// minute. Past the limit, that key is refused (429) until the minute ends, whatever it
+/// presents: guessing keys, tokens or passwords stays slow.
+pub struct Throttle<K> {
+    failures: Mutex<HashMap<K, (u64, u32)>>,
 }
 
-impl AuthThrottle {
+/// Failed authentications per IP address.
+pub type AuthThrottle = Throttle<std::net::IpAddr>;
+
+impl<K> Default for Throttle<K> {
+    fn default() -> Self {
+        Self {
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq> Throttle<K> {
     fn minute() -> u64 {
         crate::domain::now_ms() / 60_000
     }
 
-    /// `Err(seconds)` while the address is locked out.
-    pub fn check(&self, ip: std::net::IpAddr, limit: u32) -> Result<(), u64> {
+    /// `Err(seconds)` while the key is locked out.
+    pub fn check<Q>(&self, key: &Q, limit: u32) -> Result<(), u64>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
         let map = self
             .failures
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match map.get(&ip) {
+        match map.get(key) {
             Some(&(minute, n)) if minute == Self::minute() && n >= limit => {
                 let into = crate::domain::now_ms() % 60_000;
                 Err((60_000 - into).div_ceil(1000).max(1))
@@ -80,17 +94,17 @@ impl AuthThrottle {
         }
     }
 
-    /// Counts one failed authentication from the address.
-    pub fn failed(&self, ip: std::net::IpAddr) {
+    /// Counts one failed authentication for the key.
+    pub fn failed(&self, key: K) {
         let now = Self::minute();
         let mut map = self
             .failures
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if map.len() >= MAX_BUCKETS && !map.contains_key(&ip) {
+        if map.len() >= MAX_BUCKETS && !map.contains_key(&key) {
             map.retain(|_, (minute, _)| *minute == now);
         }
-        let entry = map.entry(ip).or_insert((now, 0));
+        let entry = map.entry(key).or_insert((now, 0));
         if entry.0 != now {
             *entry = (now, 0);
         }
@@ -117,11 +131,12 @@ mod tests {
         let t = AuthThrottle::default();
         let ip: std::net::IpAddr = "10.0.0.1".parse().expect("ip");
         for _ in 0..3 {
-            assert!(t.check(ip, 3).is_ok());
+            assert!(t.check(&ip, 3).is_ok());
             t.failed(ip);
         }
-        let wait = t.check(ip, 3).expect_err("locked out");
+        let wait = t.check(&ip, 3).expect_err("locked out");
         assert!((1..=60).contains(&wait));
-        assert!(t.check("10.0.0.2".parse().expect("ip"), 3).is_ok());
+        let other: std::net::IpAddr = "10.0.0.2".parse().expect("ip");
+        assert!(t.check(&other, 3).is_ok());
     }
 }

@@ -23,7 +23,7 @@ pub fn routes(t: &mut RouteTable) {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct StatsQuery {
+pub(super) struct StatsQuery {
     from: Option<String>,
     to: Option<String>,
     step: Option<u64>,
@@ -43,6 +43,15 @@ async fn stats(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     key.require(Scope::Read)?;
     let Query(q) = query.map_err(|e| ApiError::invalid(e.body_text()))?;
+    series(&state, &key.app, &q).map(Json)
+}
+
+/// The app's counters between `from` and `to` (default: the last hour) in `step` buckets.
+pub(super) fn series(
+    state: &AppState,
+    app: &str,
+    q: &StatsQuery,
+) -> Result<serde_json::Value, ApiError> {
     let now = state.store.now_ms();
     let to =
         q.to.as_deref()
@@ -70,7 +79,7 @@ async fn stats(
             "step: the range would need {buckets} buckets; at most {MAX_BUCKETS}"
         )));
     }
-    let rows = state.store.stats(&key.app, from_min, to_min)?;
+    let rows = state.store.stats(app, from_min, to_min)?;
     let mut series: Vec<StatsRow> =
         vec![StatsRow::default(); usize::try_from(buckets).unwrap_or(0)];
     for (minute, row) in rows {
@@ -88,10 +97,10 @@ async fn stats(
                    "acked": r.acked, "opened": r.opened, "expired": r.expired})
         })
         .collect();
-    Ok(Json(json!({
+    Ok(json!({
         "from": format_rfc3339_ms(from_min * 60_000),
         "to": format_rfc3339_ms(to_min * 60_000),
         "step": step,
         "series": points,
-    })))
+    }))
 }

@@ -234,6 +234,7 @@ impl App {
             metrics: Arc::clone(&self.metrics),
             rate_limiter: Arc::default(),
             auth_throttle: Arc::default(),
+            console: Arc::default(),
             data_dir: self.data_dir.clone(),
         };
         let tracker = TaskTracker::new();

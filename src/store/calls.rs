@@ -235,6 +235,14 @@ impl Store {
         self.call(|reply| Op::Audit(Box::new(record), reply)).await
     }
 
+    /// Creates, updates or deletes a console user; answers with the user.
+    ///
+    /// # Errors
+    /// `NotFound`, `Conflict` (exists, or the last owner would go), storage errors.
+    pub async fn console(&self, op: super::ConsoleOp) -> Result<records::UserRecord, StoreError> {
+        self.call(|reply| Op::Console(Box::new(op), reply)).await
+    }
+
     /// Runs one sweep: expiry, due schedules, idempotency keys, old statistics.
     ///
     /// # Errors

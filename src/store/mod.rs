@@ -9,11 +9,13 @@ mod calls;
 mod error;
 mod msg_cache;
 mod ops_apps;
+mod ops_console;
 mod ops_delivery;
 mod ops_devices;
 mod ops_messages;
 mod ops_sweep;
 mod reads;
+mod reads_console;
 pub mod records;
 pub mod tables;
 mod writer;
@@ -32,11 +34,13 @@ use tokio::sync::mpsc;
 
 pub use error::StoreError;
 pub use ops_apps::{FirstStartOp, NewApp, NewCredential};
+pub use ops_console::ConsoleOp;
 pub use ops_delivery::Cancelled;
 pub use ops_devices::{DevicePatch, NewDevice, MAX_TOPICS};
 pub use ops_messages::{Idempotency, PushOp, PushReply};
 pub use ops_sweep::SweepReport;
 pub use reads::PendingEntry;
+pub use reads_console::{RecentMessage, MAX_CONSOLE_USERS};
 pub use writer::{Durability, WriterConfig, WriterStats};
 
 use writer::Op;

@@ -13,11 +13,12 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::msg_cache::MessageCache;
 use super::ops_apps::{self, FirstStartOp, NewApp, NewCredential};
+use super::ops_console::{self, ConsoleOp};
 use super::ops_delivery::{self, Cancelled};
 use super::ops_devices::{self, DevicePatch, NewDevice};
 use super::ops_messages::{self, PushOp, PushReply};
 use super::ops_sweep::{self, SweepReport};
-use super::records::{AppRecord, AuditRecord, DeviceRecord};
+use super::records::{AppRecord, AuditRecord, DeviceRecord, UserRecord};
 use super::tables::{StatsRow, META_CLOCK, STATS};
 use super::tables::{META, META_NEXT_SEQ};
 use super::{CommitListener, Committed, StoreError};
@@ -119,6 +120,7 @@ pub(crate) enum Op {
         at_ms: u64,
     },
     Audit(Box<AuditRecord>, Reply<()>),
+    Console(Box<ConsoleOp>, Reply<UserRecord>),
     Shutdown,
 }
 
@@ -526,6 +528,10 @@ fn apply(
         Op::TouchDevice { app, device, at_ms } => ops_devices::touch(txn, &app, &device, at_ms),
         Op::Audit(record, reply) => {
             let r = ops_apps::audit(txn, state, &record);
+            settle(finishers, reply, r)
+        }
+        Op::Console(op, reply) => {
+            let r = ops_console::apply(txn, *op);
             settle(finishers, reply, r)
         }
         Op::Shutdown => Ok(()),

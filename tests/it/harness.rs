@@ -569,6 +569,23 @@ impl TestServer {
         }
     }
 
+    /// A request with arbitrary headers; the body is returned as bytes (any content type).
+    pub async fn request_bytes(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> (StatusCode, hyper::HeaderMap, bytes::Bytes) {
+        use http_body_util::BodyExt;
+        let (resp, _sender, task) = self.send_http1(method, path, headers, body).await;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+        task.abort();
+        (status, headers, bytes)
+    }
+
     /// A request read whole as text (for non-JSON answers such as `/metrics`).
     pub async fn request_text(&self, method: Method, path: &str) -> (StatusCode, String) {
         use http_body_util::BodyExt;
