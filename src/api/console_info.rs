@@ -96,6 +96,8 @@ fn leaf_path(state: &AppState) -> Option<PathBuf> {
     match config.tls.mode {
         TlsMode::Auto => Some(state.data_dir.join("tls").join("server.crt")),
         TlsMode::Files => config.tls.cert.clone(),
+        // Plain HTTP (`--insecure-plaintext`): no certificate to show.
+        TlsMode::Off => None,
     }
 }
 
