@@ -23,6 +23,9 @@ pub fn routes(t: &mut RouteTable) {
     );
 }
 
+/// Bytes tungstenite reads at a time (and keeps allocated for the connection's life).
+const READ_BUFFER: usize = 512;
+
 async fn connect(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -48,8 +51,10 @@ async fn connect(
         super::events::check_room(&ctx, id)?;
     }
     Ok(upgrade
-        // Small buffers: tungstenite's defaults cost ~135 KiB per idle connection.
-        .read_buffer_size(4096)
+        // Small buffers: tungstenite's defaults cost ~135 KiB per idle connection. The read
+        // buffer is allocated up front for the connection's life and grows only for a frame
+        // that needs it; client frames are small (acks, opened, subscriptions).
+        .read_buffer_size(READ_BUFFER)
         .write_buffer_size(8192)
         .max_write_buffer_size(1024 * 1024)
         .max_message_size(MAX_CLIENT_FRAME)

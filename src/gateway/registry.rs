@@ -12,7 +12,8 @@ use tokio_util::sync::CancellationToken;
 use crate::store::tables::ALL_TOPIC;
 use crate::store::{CommitListener, Committed};
 
-/// One message queued for a session.
+/// One message queued for a session. Sessions get it as [`Shared`]: one allocation per
+/// message, however many sessions it goes to.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
     pub seq: u64,
@@ -23,6 +24,10 @@ pub struct Outgoing {
     /// The message id; `None` for frames that are not messages (`gap`).
     pub id: Option<Arc<str>>,
 }
+
+/// A queued message as sessions hold it: a broadcast to 10,000 devices is one `Outgoing`
+/// and 10,000 pointer copies (an outbox slot is one pointer wide, not the whole struct).
+pub type Shared = Arc<Outgoing>;
 
 /// Why a session was told to close.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +43,7 @@ pub enum CloseReason {
 /// The registry's side of one live session.
 pub struct SessionHandle {
     id: u64,
-    outbox: mpsc::Sender<Outgoing>,
+    outbox: mpsc::Sender<Shared>,
     lagged: AtomicBool,
     /// Whether the registry knows this session's topics (from a commit or the first read).
     topics_set: AtomicBool,
@@ -71,7 +76,7 @@ impl SessionHandle {
         self.close.cancel();
     }
 
-    fn offer(&self, item: Outgoing) {
+    fn offer(&self, item: Shared) {
         match self.outbox.try_send(item) {
             Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
             Err(mpsc::error::TrySendError::Full(_)) => self.wake_to_catch_up(),
@@ -154,7 +159,7 @@ impl Registry {
         app: &str,
         device: &str,
         capacity: usize,
-    ) -> (Arc<SessionHandle>, mpsc::Receiver<Outgoing>) {
+    ) -> (Arc<SessionHandle>, mpsc::Receiver<Shared>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let handle = Arc::new(SessionHandle {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
@@ -260,16 +265,16 @@ impl CommitListener for Registry {
                 let Some(sessions) = apps.get(app) else {
                     return;
                 };
-                let id: Arc<str> = Arc::from(id.as_str());
+                let item = Arc::new(Outgoing {
+                    seq: *seq,
+                    expires_at_ms: *expires_at_ms,
+                    frame: frame.clone(),
+                    topic: None,
+                    id: Some(Arc::from(id.as_str())),
+                });
                 for device in devices {
                     if let Some(handle) = sessions.devices.get(device) {
-                        handle.offer(Outgoing {
-                            seq: *seq,
-                            expires_at_ms: *expires_at_ms,
-                            frame: frame.clone(),
-                            topic: None,
-                            id: Some(Arc::clone(&id)),
-                        });
+                        handle.offer(Arc::clone(&item));
                     }
                 }
             }
@@ -285,23 +290,21 @@ impl CommitListener for Registry {
                 let Some(sessions) = apps.get(app) else {
                     return;
                 };
-                let name: Arc<str> = Arc::from(topic.as_str());
-                let id: Arc<str> = Arc::from(id.as_str());
-                let item = |frame: &Bytes| Outgoing {
+                let item = Arc::new(Outgoing {
                     seq: *seq,
                     expires_at_ms: *expires_at_ms,
                     frame: frame.clone(),
-                    topic: Some(Arc::clone(&name)),
-                    id: Some(Arc::clone(&id)),
-                };
+                    topic: Some(Arc::from(topic.as_str())),
+                    id: Some(Arc::from(id.as_str())),
+                });
                 if topic == ALL_TOPIC {
                     for handle in sessions.devices.values() {
-                        handle.offer(item(frame));
+                        handle.offer(Arc::clone(&item));
                     }
                 } else if let Some(followers) = sessions.followers.get(topic) {
                     for device in followers {
                         if let Some(handle) = sessions.devices.get(device) {
-                            handle.offer(item(frame));
+                            handle.offer(Arc::clone(&item));
                         }
                     }
                 }

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use crate::auth::{parse_token, verify_secret, TokenKind};
 use crate::store::{Store, StoreError};
 
-use super::registry::{Outgoing, Registry, SessionHandle};
+use super::registry::{Outgoing, Registry, SessionHandle, Shared};
 use super::unconfirmed::{Marks, Unconfirmed};
 
 /// Settings every session of the process shares.
@@ -80,7 +80,7 @@ pub struct Session {
     pub handle: Arc<SessionHandle>,
     store: Store,
     registry: Arc<Registry>,
-    outbox: mpsc::Receiver<Outgoing>,
+    outbox: mpsc::Receiver<Shared>,
     last_sent: u64,
     catching_up: bool,
     /// Dropped messages announced in the `gap` frame about to be written.
@@ -129,7 +129,7 @@ impl Session {
     ///
     /// # Errors
     /// Store errors while catching up.
-    pub async fn next_frames(&mut self) -> Result<Vec<Outgoing>, StoreError> {
+    pub async fn next_frames(&mut self) -> Result<Vec<Shared>, StoreError> {
         loop {
             if self.catching_up {
                 let mut frames = Vec::new();
@@ -137,13 +137,13 @@ impl Session {
                     let dropped = self.store.gap(&self.identity.app, &self.identity.device)?;
                     if dropped > 0 {
                         self.gap_told = dropped;
-                        frames.push(Outgoing {
+                        frames.push(Arc::new(Outgoing {
                             seq: 0,
                             expires_at_ms: u64::MAX,
                             frame: super::protocol::gap(dropped).into(),
                             topic: None,
                             id: None,
-                        });
+                        }));
                     }
                 }
                 let page = self.store.pending_after(
@@ -159,12 +159,14 @@ impl Session {
                 if let Some(last) = page.last() {
                     self.last_sent = last.seq;
                 }
-                frames.extend(page.into_iter().map(|p| Outgoing {
-                    seq: p.seq,
-                    expires_at_ms: p.expires_at_ms,
-                    frame: p.frame,
-                    topic: p.topic.map(Arc::from),
-                    id: Some(Arc::from(p.message_id)),
+                frames.extend(page.into_iter().map(|p| {
+                    Arc::new(Outgoing {
+                        seq: p.seq,
+                        expires_at_ms: p.expires_at_ms,
+                        frame: p.frame,
+                        topic: p.topic.map(Arc::from),
+                        id: Some(Arc::from(p.message_id)),
+                    })
                 }));
                 if !frames.is_empty() {
                     return Ok(frames);
@@ -213,7 +215,7 @@ impl Session {
         &self.store
     }
 
-    async fn gap_told_if_written(&mut self, frames: &[Outgoing]) {
+    async fn gap_told_if_written(&mut self, frames: &[Shared]) {
         if self.gap_told > 0 && frames.iter().any(|f| f.seq == 0) {
             let (app, device) = (&self.identity.app, &self.identity.device);
             self.store.clear_gap(app, device, self.gap_told).await;
@@ -230,7 +232,7 @@ impl Session {
 
     /// Marks frames as written to the connection (statistics: `delivered`) at once, and a
     /// written `gap` frame as told. For transports whose acks do not pass through the session.
-    pub async fn delivered(&mut self, frames: &[Outgoing]) {
+    pub async fn delivered(&mut self, frames: &[Shared]) {
         self.gap_told_if_written(frames).await;
         let items = frames
             .iter()
@@ -242,7 +244,7 @@ impl Session {
 
     /// Records frames as written; delivery is counted by their ack, or by
     /// [`Session::flush_delivered`] if no ack comes in time.
-    pub async fn written(&mut self, frames: &[Outgoing]) {
+    pub async fn written(&mut self, frames: &[Shared]) {
         self.gap_told_if_written(frames).await;
         let overflow = self.unconfirmed.written(frames);
         self.mark(overflow).await;

@@ -7,7 +7,7 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::registry::Outgoing;
+use super::registry::Shared;
 
 /// How long a written frame waits for its ack before it is counted as delivered anyway.
 pub const DELIVERED_GRACE: Duration = Duration::from_secs(1);
@@ -36,7 +36,7 @@ fn mark(e: &Entry) -> (u64, Option<String>) {
 
 impl Unconfirmed {
     /// Remembers written message frames; returns marks for any pushed out by the bound.
-    pub fn written(&mut self, frames: &[Outgoing]) -> Marks {
+    pub fn written(&mut self, frames: &[Shared]) -> Marks {
         let now = Instant::now();
         for f in frames {
             if let (true, Some(id)) = (f.seq > 0, &f.id) {
@@ -79,16 +79,17 @@ impl Unconfirmed {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gateway::registry::Outgoing;
     use bytes::Bytes;
 
-    fn frame(seq: u64, id: &str) -> Outgoing {
-        Outgoing {
+    fn frame(seq: u64, id: &str) -> Shared {
+        Arc::new(Outgoing {
             seq,
             expires_at_ms: u64::MAX,
             frame: Bytes::new(),
             topic: None,
             id: Some(Arc::from(id)),
-        }
+        })
     }
 
     #[test]
@@ -106,7 +107,7 @@ mod tests {
     #[test]
     fn the_queue_is_bounded() {
         let mut u = Unconfirmed::default();
-        let frames: Vec<Outgoing> = (1..=(MAX_UNCONFIRMED as u64 + 3))
+        let frames: Vec<Shared> = (1..=(MAX_UNCONFIRMED as u64 + 3))
             .map(|s| frame(s, "msg_x"))
             .collect();
         let overflow = u.written(&frames);

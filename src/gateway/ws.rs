@@ -211,8 +211,9 @@ async fn live(mut socket: WebSocket, ctx: WsContext, identity: DeviceIdentity) {
                     }
                     socket.flush().await
                 };
-                match tokio::time::timeout(settings.write_timeout, write).await {
-                    Ok(Ok(())) => session.written(&frames).await,
+                // Cold paths are boxed: an idle session's task keeps only what its wait needs.
+                match tokio::time::timeout(settings.write_timeout, Box::pin(write)).await {
+                    Ok(Ok(())) => Box::pin(session.written(&frames)).await,
                     Ok(Err(_)) => break,
                     Err(_) => {
                         tracing::info!("slow consumer cut off; its messages stay pending");
@@ -225,7 +226,7 @@ async fn live(mut socket: WebSocket, ctx: WsContext, identity: DeviceIdentity) {
                 last_heard = Instant::now();
                 match msg {
                     Message::Text(text) => {
-                        if !on_client_frame(&mut socket, &mut session, &mut acks, &text).await {
+                        if !Box::pin(on_client_frame(&mut socket, &mut session, &mut acks, &text)).await {
                             break;
                         }
                     }
@@ -238,13 +239,13 @@ async fn live(mut socket: WebSocket, ctx: WsContext, identity: DeviceIdentity) {
                 }
             }
             result = acks.done(), if acks.busy() => {
-                if let Err(e) = acks.committed(result, session.store(), &session.identity).await {
+                if let Err(e) = Box::pin(acks.committed(result, session.store(), &session.identity)).await {
                     tracing::error!(error = %e, "storing acks failed");
                     close(&mut socket, close_code::INTERNAL, "unavailable").await;
                     break;
                 }
             }
-            _ = confirm.tick() => session.flush_delivered(DELIVERED_GRACE).await,
+            _ = confirm.tick() => Box::pin(session.flush_delivered(DELIVERED_GRACE)).await,
             _ = heartbeat.tick() => {
                 if last_heard.elapsed() > dead_after {
                     tracing::info!("peer silent past the heartbeat deadline; dropped");
