@@ -81,6 +81,12 @@ cat "$OUT/machine.txt" >&2
 
 conn_limit=$((HOLD + 300 + CONNS / 20))
 fan_limit=300
+FAILED=0 # runs that failed or timed out
+
+fail() { # fail WHAT EXIT: count a failed run and say so
+    echo "bench: $1 failed (exit $2)" >&2
+    FAILED=$((FAILED + 1))
+}
 
 # note NAME: the 1-minute load average just before run NAME.
 note() { cut -d' ' -f1 /proc/loadavg >"$OUT/$1.load"; }
@@ -91,11 +97,11 @@ ours() { # ours SHAPE RUN
     note "$shape-warbler-$i"
     if [[ $shape == conn ]]; then
         bench "$conn_limit" --json -q connections -n "$CONNS" --hold "$HOLD" \
-            >"$OUT/conn-warbler-$i.json" || echo "bench: warbler connections run $i failed (exit $?)" >&2
+            >"$OUT/conn-warbler-$i.json" || fail "warbler connections run $i" $?
     else
         bench "$fan_limit" --json -q fanout --devices "$FAN_DEVICES" \
             --broadcasts "$FAN_BROADCASTS" --senders "$SENDERS" \
-            >"$OUT/fan-warbler-$i.json" || echo "bench: warbler fanout run $i failed (exit $?)" >&2
+            >"$OUT/fan-warbler-$i.json" || fail "warbler fanout run $i" $?
     fi
     stop_server
 }
@@ -112,11 +118,11 @@ peer() { # peer SHAPE RUN KIND [QOS]
     if [[ $shape == conn ]]; then
         pin "$BENCH_CPUS" timeout --signal=INT --kill-after=10 "$conn_limit" "$PEERS_BIN" "${args[@]}" \
             connections -n "$CONNS" --hold "$HOLD" >"$OUT/conn-$name-$i.json" ||
-            echo "bench: $name connections run $i failed (exit $?)" >&2
+            fail "$name connections run $i" $?
     else
         pin "$BENCH_CPUS" timeout --signal=INT --kill-after=10 "$fan_limit" "$PEERS_BIN" "${args[@]}" \
             fanout --devices "$FAN_DEVICES" --broadcasts "$FAN_BROADCASTS" --senders "$SENDERS" \
-            >"$OUT/fan-$name-$i.json" || echo "bench: $name fanout run $i failed (exit $?)" >&2
+            >"$OUT/fan-$name-$i.json" || fail "$name fanout run $i" $?
     fi
     stop_peer
 }
@@ -139,4 +145,9 @@ for i in $(seq 1 "$RUNS"); do
 done
 echo "uptime after: $(uptime)" >>"$OUT/machine.txt"
 
+# The summary exits non-zero when a run lost deliveries or connections.
 python3 benches/peers/summary.py "$OUT" | tee "$OUT/summary.txt"
+if ((FAILED > 0)); then
+    echo "bench: $FAILED run(s) failed" >&2
+    exit 1
+fi

@@ -136,3 +136,15 @@ if summary["fanout"]:
     print(f"\nfan-out size: {any_row['devices']} subscribers × {any_row['broadcasts']} broadcasts. "
           "RSS ratio below 1 and deliveries ratio above 1 favour warbler.")
 (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+# Exit non-zero when any run lost something, so a smoke run proves the shapes work.
+bad = []
+for p, r in runs("conn-*"):
+    if r.get("connected") != r.get("requested") or r.get("dropped"):
+        bad.append(f"{p.name}: connected {r.get('connected')} of {r.get('requested')}, dropped {r.get('dropped')}")
+for p, r in runs("fan-*"):
+    if r.get("missing") or not r.get("delivered"):
+        bad.append(f"{p.name}: delivered {r.get('delivered')}, missing {r.get('missing')}")
+for line in bad:
+    print(f"PROBLEM {line}", file=sys.stderr)
+sys.exit(1 if bad else 0)
