@@ -4,7 +4,9 @@
 # integration suite against the real server and the real binary), the JavaScript SDK
 # tests in Node against the built binary (tests/sdk), then the packaging tests
 # (tests/packaging.sh: static release build, install.sh, .deb installed and serving a push,
-# .rpm contents). Builds the debug profile once; the packaging step builds the release.
+# .rpm contents), then the side-by-side benchmark with soketi, mosquitto and nats-server at
+# a small size (benches/run-peers.sh --smoke). Builds the debug profile once; the packaging
+# step builds the release.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,6 +43,13 @@ case "$target_dir" in /*) ;; *) target_dir="$PWD/$target_dir" ;; esac
 
 step "packaging tests (tests/packaging.sh)"
 bash tests/packaging.sh 2>&1 | tee -a "$log"
+
+step "peers side by side, smoke size (benches/run-peers.sh --smoke)"
+# Installs soketi, mosquitto and nats-server (pinned; under target/peers/, mosquitto from
+# apt), builds their load client, and runs both shapes once at a small size against the
+# release binary the packaging step built: ~2.5 min on a fresh 2-core machine.
+SKIP_BUILD=1 BIN="$target_dir/x86_64-unknown-linux-gnu/release/warbler" \
+  bash benches/run-peers.sh --smoke
 
 step "total"
 rust_passed=$(grep -hoE 'test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s += $4} END {print s + 0}')
