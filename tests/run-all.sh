@@ -51,6 +51,11 @@ step "peers side by side, smoke size (benches/run-peers.sh --smoke)"
 SKIP_BUILD=1 BIN="$target_dir/x86_64-unknown-linux-gnu/release/warbler" \
   bash benches/run-peers.sh --smoke
 
+step "peers load client: fmt and unit tests (benches/peers, a crate of its own)"
+cargo fmt --manifest-path benches/peers/Cargo.toml -- --check
+CARGO_TARGET_DIR=target/peers/cargo-target \
+  cargo test --release --locked --manifest-path benches/peers/Cargo.toml 2>&1 | tee -a "$log"
+
 step "total"
 rust_passed=$(grep -hoE 'test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s += $4} END {print s + 0}')
 rust_failed=$(grep -hoE '[0-9]+ failed;' "$log" | awk '{s += $1} END {print s + 0}')
