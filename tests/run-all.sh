@@ -5,7 +5,9 @@
 # tests in Node against the built binary (tests/sdk), the browser tests in headless Debian
 # Chromium driven by playwright-core (tests/browser), then the packaging tests
 # (tests/packaging.sh: static release build, install.sh, .deb installed and serving a push,
-# .rpm contents). Builds the debug profile once; the packaging step builds the release.
+# .rpm contents), then the side-by-side benchmark with soketi, mosquitto and nats-server at
+# a small size (benches/run-peers.sh --smoke). Builds the debug profile once; the packaging
+# step builds the release.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -53,6 +55,18 @@ fi
 
 step "packaging tests (tests/packaging.sh)"
 bash tests/packaging.sh 2>&1 | tee -a "$log"
+
+step "peers side by side, smoke size (benches/run-peers.sh --smoke)"
+# Installs soketi, mosquitto and nats-server (pinned; under target/peers/, mosquitto from
+# apt), builds their load client, and runs both shapes once at a small size against the
+# release binary the packaging step built: ~2.5 min on a fresh 2-core machine.
+SKIP_BUILD=1 BIN="$target_dir/x86_64-unknown-linux-gnu/release/warbler" \
+  bash benches/run-peers.sh --smoke
+
+step "peers load client: fmt and unit tests (benches/peers, a crate of its own)"
+cargo fmt --manifest-path benches/peers/Cargo.toml -- --check
+CARGO_TARGET_DIR=target/peers/cargo-target \
+  cargo test --release --locked --manifest-path benches/peers/Cargo.toml 2>&1 | tee -a "$log"
 
 step "total"
 rust_passed=$(grep -hoE 'test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s += $4} END {print s + 0}')
