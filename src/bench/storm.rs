@@ -60,6 +60,9 @@ pub struct Options {
     pub clients: usize,
     /// A device gives up after this long without a frame while still missing messages.
     pub idle: Duration,
+    /// Register and load the mailboxes, then stop without connecting (to measure a restart
+    /// with that backlog, say).
+    pub load_only: bool,
     pub server_pid: Option<u32>,
     pub progress: bool,
 }
@@ -133,6 +136,9 @@ pub async fn run(endpoint: Arc<Endpoint>, opts: Options) -> anyhow::Result<Repor
     let t = Instant::now();
     let pushes = load(&endpoint, conns, &devices, opts.pending, run_id, show).await?;
     let load_s = round3(t.elapsed().as_secs_f64());
+    if opts.load_only {
+        progress(show, "--load-only: the backlog is stored; not connecting");
+    }
 
     let shared = Arc::new(Shared {
         run_id,
@@ -155,7 +161,8 @@ pub async fn run(endpoint: Arc<Endpoint>, opts: Options) -> anyhow::Result<Repor
     let sem = Arc::new(Semaphore::new(opts.concurrency));
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for (i, device) in devices.into_iter().enumerate() {
+    let storming = if opts.load_only { 0 } else { devices.len() };
+    for (i, device) in devices.into_iter().take(storming).enumerate() {
         let local = (!sources.is_empty()).then(|| sources[i % sources.len()]);
         tasks.spawn(device_task(DeviceTask {
             endpoint: Arc::clone(&endpoint),
@@ -167,7 +174,7 @@ pub async fn run(endpoint: Arc<Endpoint>, opts: Options) -> anyhow::Result<Repor
             idle: opts.idle,
         }));
     }
-    let out = collect(&mut tasks, &shared, opts.devices, start, show).await;
+    let out = collect(&mut tasks, &shared, storming, start, show).await;
     let storm_s = round3(out.last_complete.as_secs_f64());
     let cpu1 = opts.server_pid.and_then(|p| sys::cpu_seconds(Some(p)));
     let client1 = sys::cpu_seconds(None);

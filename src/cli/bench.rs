@@ -163,6 +163,9 @@ struct StormArgs {
     /// A device gives up after this many seconds without a frame while messages are missing.
     #[arg(long, default_value_t = 30.0)]
     idle: f64,
+    /// Register the devices and store their backlog, then stop (no storm).
+    #[arg(long)]
+    load_only: bool,
 }
 
 #[derive(Deserialize)]
@@ -278,6 +281,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 concurrency: st.concurrency,
                 clients: st.clients,
                 idle: seconds("idle", st.idle)?,
+                load_only: st.load_only,
                 server_pid: t.server_pid,
                 progress,
             };

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Restart with a large backlog: DEVICES (2,000) devices × PENDING (500) pending messages =
+# 1,000,000 undelivered mailbox entries on disk; then RUNS (5) restarts of the server on that
+# data dir, each timed from exec to the first 200 from /readyz (polled every 10 ms).
+# (That a backlog survives restarts and is delivered is what tests/it/durability.rs checks.)
+#
+# Knobs (environment): RUNS DEVICES PENDING SKIP_BUILD=1 KEEP=1 OUT=dir.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source benches/lib.sh
+
+RUNS=${RUNS:-5}
+DEVICES=${DEVICES:-2000}
+PENDING=${PENDING:-500}
+OUT=${OUT:-target/bench/restart-$(date +%Y%m%d-%H%M%S)}
+
+mkdir -p "$OUT"
+trap stop_server EXIT
+trap "exit 130" INT TERM
+build_release
+echo "bench: results in $OUT" >&2
+
+start_server
+echo "bench: loading $DEVICES devices × $PENDING pending" >&2
+bench 1800 --json storm --load-only --devices "$DEVICES" --pending "$PENDING" >"$OUT/load.json"
+
+# restart: SIGTERM, wait, start the same command on the same data dir; prints ms to ready.
+restart() {
+    kill -TERM "$SERVER_PID"
+    local i
+    for i in $(seq 1 600); do
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    wait "$SERVER_PID" 2>/dev/null || true
+    : >"$SERVER_DIR/stdout.log"
+    local t0 t1 url=""
+    t0=$(date +%s%N)
+    "$BIN" serve --config "$SERVER_DIR/config.toml" --data "$SERVER_DIR/data" \
+        >"$SERVER_DIR/stdout.log" 2>>"$SERVER_DIR/stderr.log" &
+    SERVER_PID=$!
+    for i in $(seq 1 6000); do # up to 60 s
+        if [[ -z $url ]]; then
+            url=$(sed -n 's/^listening on \(https:\/\/[0-9.:]*\).*/\1/p' "$SERVER_DIR/stdout.log")
+        fi
+        if [[ -n $url ]] && curl -sf --max-time 1 --cacert "$SERVER_DIR/data/tls/ca.crt" \
+            "$url/readyz" >/dev/null 2>&1; then
+            t1=$(date +%s%N)
+            SERVER_URL=$url
+            echo $(((t1 - t0) / 1000000))
+            return 0
+        fi
+        sleep 0.01
+    done
+    echo "bench: not ready within 60 s" >&2
+    return 1
+}
+
+du -sh "$SERVER_DIR/data" | tee "$OUT/data-size.txt" >&2
+for i in $(seq 1 "$RUNS"); do
+    ms=$(restart)
+    echo "bench: restart $i/$RUNS ready after $ms ms" >&2
+    echo "$ms" >>"$OUT/ready-ms.txt"
+done
+
+python3 - "$OUT" <<'EOF' | tee "$OUT/summary.txt"
+import json, statistics, sys, pathlib
+out = pathlib.Path(sys.argv[1])
+load = json.loads((out / "load.json").read_text())
+ms = [int(x) for x in (out / "ready-ms.txt").read_text().split()]
+print(f"restart with {load['devices']} devices × {load['pending_per_device']} pending "
+      f"= {load['devices'] * load['pending_per_device']:,} undelivered messages "
+      f"(data dir {(out / 'data-size.txt').read_text().split()[0]})")
+print(f"  ready after {statistics.median(ms)} ms (median of {len(ms)}; each: {', '.join(map(str, ms))})")
+(out / "summary.json").write_text(json.dumps({"ready_ms_median": statistics.median(ms), "ready_ms": ms,
+    "pending": load["devices"] * load["pending_per_device"]}, indent=2) + "\n")
+EOF
