@@ -24,7 +24,8 @@ start_server
 echo "bench: loading $DEVICES devices × $PENDING pending" >&2
 bench 1800 --json storm --load-only --devices "$DEVICES" --pending "$PENDING" >"$OUT/load.json"
 
-# restart: SIGTERM, wait, start the same command on the same data dir; prints ms to ready.
+# restart: SIGTERM, wait, start the same command on the same data dir; sets READY_MS.
+# (Not called in a subshell: it updates SERVER_PID.)
 restart() {
     kill -TERM "$SERVER_PID"
     local i
@@ -35,6 +36,7 @@ restart() {
     wait "$SERVER_PID" 2>/dev/null || true
     : >"$SERVER_DIR/stdout.log"
     local t0 t1 url=""
+    READY_MS=""
     t0=$(date +%s%N)
     "$BIN" serve --config "$SERVER_DIR/config.toml" --data "$SERVER_DIR/data" \
         >"$SERVER_DIR/stdout.log" 2>>"$SERVER_DIR/stderr.log" &
@@ -47,7 +49,7 @@ restart() {
             "$url/readyz" >/dev/null 2>&1; then
             t1=$(date +%s%N)
             SERVER_URL=$url
-            echo $(((t1 - t0) / 1000000))
+            READY_MS=$(((t1 - t0) / 1000000))
             return 0
         fi
         sleep 0.01
@@ -58,9 +60,9 @@ restart() {
 
 du -sh "$SERVER_DIR/data" | tee "$OUT/data-size.txt" >&2
 for i in $(seq 1 "$RUNS"); do
-    ms=$(restart)
-    echo "bench: restart $i/$RUNS ready after $ms ms" >&2
-    echo "$ms" >>"$OUT/ready-ms.txt"
+    restart
+    echo "bench: restart $i/$RUNS ready after $READY_MS ms" >&2
+    echo "$READY_MS" >>"$OUT/ready-ms.txt"
 done
 
 python3 - "$OUT" <<'EOF' | tee "$OUT/summary.txt"
