@@ -34,6 +34,7 @@ start_server() {
 listen = "127.0.0.1:0"
 [storage]
 durability = "${DURABILITY:-immediate}"
+cache_mib = ${CACHE_MIB:-256}
 [limits]
 # The benchmark measures the server, not its per-app rate limit.
 pushes_per_second = 1000000000

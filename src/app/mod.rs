@@ -126,6 +126,8 @@ impl App {
                 StorageDurability::Immediate => Durability::Immediate,
                 StorageDurability::Relaxed => Durability::Relaxed,
             },
+            cache_bytes: usize::try_from(config.storage.cache_mib.saturating_mul(1024 * 1024))
+                .unwrap_or(usize::MAX),
             ..WriterConfig::default()
         };
         let store = Store::open(&data_dir.join("warbler.redb"), writer, registry.clone())?;

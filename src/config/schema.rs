@@ -73,6 +73,9 @@ pub struct StorageConfig {
     pub durability: StorageDurability,
     /// Milliseconds between sweeps: expiry, due scheduled pushes, old idempotency keys.
     pub sweep_interval_ms: u64,
+    /// MiB of memory the store may use to cache database pages (reads and writes). The
+    /// server's memory grows up to about this much as the database grows, then stays.
+    pub cache_mib: u64,
 }
 
 impl Default for StorageConfig {
@@ -80,6 +83,7 @@ impl Default for StorageConfig {
         Self {
             durability: StorageDurability::default(),
             sweep_interval_ms: 1000,
+            cache_mib: 256,
         }
     }
 }
@@ -206,6 +210,9 @@ impl Config {
         }
         if !(10..=60_000).contains(&self.storage.sweep_interval_ms) {
             errors.push("storage.sweep_interval_ms must be between 10 and 60000".into());
+        }
+        if !(8..=65_536).contains(&self.storage.cache_mib) {
+            errors.push("storage.cache_mib must be between 8 and 65536".into());
         }
         if self.server.max_connections == 0 || self.server.max_connections_per_ip == 0 {
             errors.push(

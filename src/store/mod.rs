@@ -111,7 +111,10 @@ impl Store {
         config: WriterConfig,
         listener: Arc<dyn CommitListener>,
     ) -> Result<Self, StoreError> {
-        let db = match redb::Database::create(path) {
+        let db = match redb::Database::builder()
+            .set_cache_size(config.cache_bytes)
+            .create(path)
+        {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(StoreError::AlreadyOpen(path.display().to_string()))

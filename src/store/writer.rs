@@ -44,6 +44,8 @@ pub struct WriterConfig {
     pub queue: usize,
     /// Where commits and per-app counts are reported, if anywhere.
     pub metrics: Option<Arc<Metrics>>,
+    /// Bytes of page cache the database may hold.
+    pub cache_bytes: usize,
 }
 
 impl Default for WriterConfig {
@@ -53,6 +55,7 @@ impl Default for WriterConfig {
             max_batch: 2048,
             queue: 8192,
             metrics: None,
+            cache_bytes: 256 * 1024 * 1024,
         }
     }
 }
