@@ -12,7 +12,7 @@ use crate::domain::{
 
 use super::ops_delivery::{load_message, release_entry, save_message, Outcome};
 use super::ops_sweep::RECORD_RETENTION_MS;
-use super::records::{IdempotencyRecord, Lifecycle, MessageRecord};
+use super::records::{kept_title, IdempotencyRecord, Lifecycle, MessageRecord};
 use super::tables::{
     from_json, to_json, MailboxEntry, ALL_TOPIC, BODIES, COLLAPSE_DEVICE, COLLAPSE_TOPIC, DEVICES,
     DEVICE_PENDING, EXPIRE_CONTENT, EXPIRY, FORGET_RECORD, GAPS, IDEMPOTENCY, IDEMPOTENCY_EXPIRY,
@@ -190,6 +190,7 @@ pub(crate) fn push(
             dropped: 0,
             cancelled: 0,
             live_only: false,
+            title: kept_title(op.notification.as_ref().and_then(|n| n.title.as_deref())),
         };
         save_message(state, &op.app, record);
         txn.open_table(SCHEDULE)?.insert(
@@ -276,6 +277,7 @@ pub(crate) fn send_now(
         dropped: 0,
         cancelled: 0,
         live_only,
+        title: kept_title(op.notification.as_ref().and_then(|n| n.title.as_deref())),
     };
     let frame = Bytes::from(frame);
     let entry = MailboxEntry {

@@ -51,7 +51,9 @@ impl Store {
         for row in table.range((app, "")..(app, "\u{10ffff}"))?.rev() {
             let (_, v) = row?;
             let record: MessageRecord = from_json("messages", v.value())?;
-            let title = if record.seq == 0 {
+            let title = if let Some(kept) = &record.title {
+                Some(kept.clone())
+            } else if record.seq == 0 {
                 None
             } else {
                 bodies

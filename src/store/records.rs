@@ -148,6 +148,19 @@ pub struct MessageRecord {
     /// TTL 0: offered to connected devices only, never stored.
     #[serde(default)]
     pub live_only: bool,
+    /// The start of the notification's title ([`TITLE_KEPT_CHARS`] characters at most), kept
+    /// with the counts so the console can name a push after its body is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+}
+
+/// Characters of a notification title kept in its message record.
+pub const TITLE_KEPT_CHARS: usize = 120;
+
+/// The part of a title a message record keeps.
+#[must_use]
+pub fn kept_title(title: Option<&str>) -> Option<String> {
+    title.map(|t| t.chars().take(TITLE_KEPT_CHARS).collect())
 }
 
 /// The first answer to a push with an idempotency key, kept for 24 hours.

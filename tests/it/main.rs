@@ -14,6 +14,7 @@ mod cli;
 mod cli_tools;
 mod console_assets;
 mod console_auth;
+mod console_messages;
 mod console_roles;
 mod delivery;
 mod durability;
