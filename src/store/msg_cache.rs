@@ -3,8 +3,8 @@
 //!
 //! A broadcast acked by a thousand devices in one group commit is one JSON decode and one
 //! encode instead of a thousand of each. Every write-side access to the `messages` table goes
-//! through here ([`load`], [`save`], [`remove`], [`forget_app`]); readers use committed
-//! snapshots and never see this cache.
+//! through here ([`load`], [`peek`], [`update`], [`save`], [`remove`], [`forget_app`]);
+//! readers use committed snapshots and never see this cache.
 
 use std::collections::HashMap;
 
@@ -14,10 +14,11 @@ use super::records::MessageRecord;
 use super::tables::{from_json, to_json, MESSAGES};
 use super::StoreError;
 
-/// The batch's view of message records, keyed by (app, message id).
+/// The batch's view of message records, by app then message id (looked up by `&str`, so a
+/// hit allocates nothing).
 #[derive(Default)]
 pub(crate) struct MessageCache {
-    slots: HashMap<(String, String), Slot>,
+    apps: HashMap<String, HashMap<String, Slot>>,
 }
 
 struct Slot {
@@ -29,64 +30,99 @@ struct Slot {
 impl MessageCache {
     /// Drops everything (after a failed commit: the table never saw these writes).
     pub fn clear(&mut self) {
-        self.slots.clear();
+        self.apps.clear();
     }
 
     /// Writes the changed records into the transaction and empties the cache.
     pub fn flush(&mut self, txn: &WriteTransaction) -> Result<(), StoreError> {
-        if self.slots.is_empty() {
+        if self.apps.is_empty() {
             return Ok(());
         }
         let mut table = txn.open_table(MESSAGES)?;
-        for ((app, id), slot) in self.slots.drain() {
-            if let (true, Some(m)) = (slot.dirty, slot.record) {
-                table.insert(
-                    (app.as_str(), id.as_str()),
-                    to_json("messages", &m)?.as_slice(),
-                )?;
+        for (app, slots) in self.apps.drain() {
+            for (id, slot) in slots {
+                if let (true, Some(m)) = (slot.dirty, slot.record) {
+                    table.insert(
+                        (app.as_str(), id.as_str()),
+                        to_json("messages", &m)?.as_slice(),
+                    )?;
+                }
             }
         }
         Ok(())
     }
+
+    fn slot(
+        &mut self,
+        txn: &WriteTransaction,
+        app: &str,
+        id: &str,
+    ) -> Result<&mut Slot, StoreError> {
+        if !self.apps.get(app).is_some_and(|s| s.contains_key(id)) {
+            let record = {
+                let table = txn.open_table(MESSAGES)?;
+                let value = table.get((app, id))?;
+                value
+                    .map(|v| from_json("messages", v.value()))
+                    .transpose()?
+            };
+            self.put(app, id.to_owned(), record, false);
+        }
+        self.apps
+            .get_mut(app)
+            .and_then(|s| s.get_mut(id))
+            .ok_or(StoreError::CommitFailed)
+    }
+
+    fn put(&mut self, app: &str, id: String, record: Option<MessageRecord>, dirty: bool) {
+        let slots = match self.apps.get_mut(app) {
+            Some(slots) => slots,
+            None => self.apps.entry(app.to_owned()).or_default(),
+        };
+        slots.insert(id, Slot { record, dirty });
+    }
 }
 
-/// The record as this batch sees it.
+/// The record as this batch sees it (a copy; see [`update`] to change it in place).
 pub(crate) fn load(
     txn: &WriteTransaction,
     cache: &mut MessageCache,
     app: &str,
     id: &str,
 ) -> Result<Option<MessageRecord>, StoreError> {
-    let key = (app.to_owned(), id.to_owned());
-    if let Some(slot) = cache.slots.get(&key) {
-        return Ok(slot.record.clone());
-    }
-    let record = {
-        let table = txn.open_table(MESSAGES)?;
-        let value = table.get((app, id))?;
-        value
-            .map(|v| from_json("messages", v.value()))
-            .transpose()?
-    };
-    cache.slots.insert(
-        key,
-        Slot {
-            record: record.clone(),
-            dirty: false,
-        },
-    );
-    Ok(record)
+    Ok(cache.slot(txn, app, id)?.record.clone())
+}
+
+/// Reads the record without copying it: `f` sees it, or `None` if there is none.
+pub(crate) fn peek<R>(
+    txn: &WriteTransaction,
+    cache: &mut MessageCache,
+    app: &str,
+    id: &str,
+    f: impl FnOnce(Option<&MessageRecord>) -> R,
+) -> Result<R, StoreError> {
+    Ok(f(cache.slot(txn, app, id)?.record.as_ref()))
+}
+
+/// Changes the record in place (written when the batch commits); `None` if there is none.
+pub(crate) fn update<R>(
+    txn: &WriteTransaction,
+    cache: &mut MessageCache,
+    app: &str,
+    id: &str,
+    f: impl FnOnce(&mut MessageRecord) -> R,
+) -> Result<Option<R>, StoreError> {
+    let slot = cache.slot(txn, app, id)?;
+    Ok(slot.record.as_mut().map(|m| {
+        slot.dirty = true;
+        f(m)
+    }))
 }
 
 /// Replaces the record; it reaches the table when the batch commits.
 pub(crate) fn save(cache: &mut MessageCache, app: &str, m: MessageRecord) {
-    cache.slots.insert(
-        (app.to_owned(), m.id.clone()),
-        Slot {
-            record: Some(m),
-            dirty: true,
-        },
-    );
+    let id = m.id.clone();
+    cache.put(app, id, Some(m), true);
 }
 
 /// Deletes the record now, and any change to it this batch still held.
@@ -96,18 +132,12 @@ pub(crate) fn remove(
     app: &str,
     id: &str,
 ) -> Result<(), StoreError> {
-    cache.slots.insert(
-        (app.to_owned(), id.to_owned()),
-        Slot {
-            record: None,
-            dirty: false,
-        },
-    );
+    cache.put(app, id.to_owned(), None, false);
     txn.open_table(MESSAGES)?.remove((app, id))?;
     Ok(())
 }
 
 /// Forgets every record of an app held by this batch (the app's rows are being deleted).
 pub(crate) fn forget_app(cache: &mut MessageCache, app: &str) {
-    cache.slots.retain(|(a, _), _| a != app);
+    cache.apps.remove(app);
 }

@@ -64,38 +64,45 @@ pub(crate) fn release_entry(
             pending.insert((app, device), n - 1)?;
         }
     }
-    let Some(mut m) = load_message(txn, state, app, &entry.message_id)? else {
-        txn.open_table(BODIES)?.remove((app, seq))?;
-        return Ok(());
-    };
-    m.pending = m.pending.saturating_sub(1);
-    match outcome {
-        Outcome::Acked => {
-            m.acked += 1;
-            if !entry.delivered {
-                m.delivered += 1;
-                state.count(app, |s| s.delivered += 1);
+    // The record changes in place; what it adds to the statistics is applied after.
+    let (mut acked, mut delivered, mut expired) = (0, 0, 0);
+    let left = msg_cache::update(txn, &mut state.messages, app, &entry.message_id, |m| {
+        m.pending = m.pending.saturating_sub(1);
+        match outcome {
+            Outcome::Acked => {
+                m.acked += 1;
+                acked = 1;
+                if !entry.delivered {
+                    m.delivered += 1;
+                    delivered = 1;
+                }
             }
-            state.count(app, |s| s.acked += 1);
+            Outcome::Expired => {
+                m.expired += 1;
+                expired = 1;
+            }
+            Outcome::Dropped => {
+                m.dropped += 1;
+                m.expired += 1;
+                expired = 1;
+            }
+            Outcome::Replaced => m.replaced += 1,
+            // A deleted device's copy will never be delivered: it counts with cancellations
+            // so the funnel adds up.
+            Outcome::Cancelled | Outcome::DeviceRemoved => m.cancelled += 1,
         }
-        Outcome::Expired => {
-            m.expired += 1;
-            state.count(app, |s| s.expired += 1);
-        }
-        Outcome::Dropped => {
-            m.dropped += 1;
-            m.expired += 1;
-            state.count(app, |s| s.expired += 1);
-        }
-        Outcome::Replaced => m.replaced += 1,
-        // A deleted device's copy will never be delivered: it counts with cancellations so
-        // the funnel adds up.
-        Outcome::Cancelled | Outcome::DeviceRemoved => m.cancelled += 1,
-    }
-    if m.pending == 0 {
+        m.pending
+    })?;
+    if left.is_none_or(|pending| pending == 0) {
         txn.open_table(BODIES)?.remove((app, seq))?;
     }
-    save_message(state, app, m);
+    if acked + delivered + expired > 0 {
+        state.count(app, |s| {
+            s.acked += acked;
+            s.delivered += delivered;
+            s.expired += expired;
+        });
+    }
     Ok(())
 }
 
@@ -110,31 +117,41 @@ pub(crate) fn ack(
     device: &str,
     ids: &[String],
 ) -> Result<usize, StoreError> {
-    let mut records = Vec::with_capacity(ids.len());
+    // (seq, id, topic, live only) of each known message, in sequence order, once each.
+    let mut order: Vec<(u64, &str, Option<String>, bool)> = Vec::with_capacity(ids.len());
     for id in ids {
-        if let Some(m) = load_message(txn, state, app, id)? {
-            records.push(m);
+        let found = msg_cache::peek(txn, &mut state.messages, app, id, |m| {
+            m.map(|m| (m.seq, m.topic.clone(), m.live_only))
+        })?;
+        if let Some((seq, topic, live_only)) = found {
+            order.push((seq, id.as_str(), topic, live_only));
         }
     }
-    records.sort_by(|a, b| (a.seq, &a.id).cmp(&(b.seq, &b.id)));
-    records.dedup_by(|a, b| a.id == b.id);
+    order.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    order.dedup_by(|a, b| a.1 == b.1);
     let mut cursors: HashMap<String, Option<(Cursor, bool)>> = HashMap::new();
-    let mut acked = 0;
-    for mut m in records {
-        if m.live_only {
+    let (mut acked, mut n_acked, mut n_delivered) = (0, 0, 0);
+    for (seq, id, topic, live_only) in order {
+        if live_only {
             // Stored nowhere, so nothing to release and no cursor to move (moving a topic
             // cursor for it could skip stored messages). The ack still counts, bounded by
             // the audience; delivery counts with it.
-            if m.acked < m.targeted {
-                m.acked += 1;
-                m.delivered = m.delivered.max(m.acked);
-                state.count(app, |s| s.acked += 1);
-                save_message(state, app, m);
+            let counted = msg_cache::update(txn, &mut state.messages, app, id, |m| {
+                if m.acked < m.targeted {
+                    m.acked += 1;
+                    m.delivered = m.delivered.max(m.acked);
+                    true
+                } else {
+                    false
+                }
+            })?;
+            if counted == Some(true) {
+                n_acked += 1;
                 acked += 1;
             }
             continue;
         }
-        if let Some(topic) = m.topic.clone() {
+        if let Some(topic) = topic {
             let slot = match cursors.entry(topic) {
                 Entry::Occupied(e) => e.into_mut(),
                 Entry::Vacant(e) => {
@@ -149,31 +166,41 @@ pub(crate) fn ack(
             let Some((cursor, changed)) = slot else {
                 continue;
             };
-            if m.seq <= cursor.acked {
+            if seq <= cursor.acked {
                 continue;
             }
-            cursor.acked = m.seq;
+            cursor.acked = seq;
             *changed = true;
-            if cursor.delivered < m.seq {
-                cursor.delivered = m.seq;
-                m.delivered += 1;
-                state.count(app, |s| s.delivered += 1);
+            let first_delivery = cursor.delivered < seq;
+            if first_delivery {
+                cursor.delivered = seq;
             }
-            m.acked += 1;
-            state.count(app, |s| s.acked += 1);
-            save_message(state, app, m);
+            msg_cache::update(txn, &mut state.messages, app, id, |m| {
+                m.acked += 1;
+                if first_delivery {
+                    m.delivered += 1;
+                }
+            })?;
+            n_acked += 1;
+            n_delivered += u64::from(first_delivery);
             acked += 1;
         } else {
             let entry = txn
                 .open_table(MAILBOX)?
-                .get((app, device, m.seq))?
+                .get((app, device, seq))?
                 .map(|v| MailboxEntry::decode(v.value()))
                 .transpose()?;
             if let Some(entry) = entry {
-                release_entry(txn, state, app, device, m.seq, &entry, Outcome::Acked)?;
+                release_entry(txn, state, app, device, seq, &entry, Outcome::Acked)?;
                 acked += 1;
             }
         }
+    }
+    if n_acked + n_delivered > 0 {
+        state.count(app, |s| {
+            s.acked += n_acked;
+            s.delivered += n_delivered;
+        });
     }
     if cursors.values().any(|c| matches!(c, Some((_, true)))) {
         let mut subs = txn.open_table(SUBSCRIPTIONS)?;
@@ -240,9 +267,10 @@ pub(crate) fn delivered(
                 }
             }
         };
-        if let Some(mut m) = load_message(txn, state, app, &message_id)? {
+        let found = msg_cache::update(txn, &mut state.messages, app, &message_id, |m| {
             m.delivered += 1;
-            save_message(state, app, m);
+        })?;
+        if found.is_some() {
             state.count(app, |s| s.delivered += 1);
         }
     }
@@ -265,12 +293,16 @@ pub(crate) fn opened(
     ids: &[String],
 ) -> Result<(), StoreError> {
     for id in ids {
-        if let Some(mut m) = load_message(txn, state, app, id)? {
+        let counted = msg_cache::update(txn, &mut state.messages, app, id, |m| {
             if m.opened < m.targeted {
                 m.opened += 1;
-                save_message(state, app, m);
-                state.count(app, |s| s.opened += 1);
+                true
+            } else {
+                false
             }
+        })?;
+        if counted == Some(true) {
+            state.count(app, |s| s.opened += 1);
         }
     }
     Ok(())
