@@ -34,7 +34,7 @@ export async function usersPage(main, ctx) {
             },
           },
         }, ROLES.map((r) => h('option', { value: r, text: t(`role.${r}`), selected: r === u.role })))),
-        h('td', { text: u.role === 'owner' ? t('users.all_apps') : (u.apps.join(", ") || '—') }),
+        h('td', {}, u.role === 'owner' ? t('users.all_apps') : appsEditor(main, u, ctx.me.apps || [], draw)),
         h('td', { text: when(u.created_at) }),
         h('td', {}, h('button.danger', {
           text: t('users.delete'),
@@ -79,6 +79,28 @@ export async function usersPage(main, ctx) {
   h('label', {}, h('span', { text: t('users.apps') }), apps),
   h('button', { type: 'submit', text: t('users.create') })), list);
   await draw();
+}
+
+// The apps a non-owner user may see: a multi-select of the apps and a save button.
+function appsEditor(main, u, allApps, draw) {
+  const names = [...new Set([...allApps, ...u.apps])].sort();
+  const select = h('select.user-apps', { multiple: true, 'aria-label': t('users.apps'), 'data-user': u.user },
+    names.map((a) => h('option', { value: a, text: a, selected: u.apps.includes(a) })));
+  const save = h('button', {
+    type: 'button',
+    text: t('users.save_apps'),
+    on: {
+      click: async () => {
+        try {
+          await api('PATCH', `/v1/admin/users/${enc(u.user)}`, { apps: [...select.selectedOptions].map((o) => o.value) });
+        } catch (err) {
+          flash(main, err);
+        }
+        await draw();
+      },
+    },
+  });
+  return h('div.apps-editor', {}, select, save);
 }
 
 export async function auditPage(main) {

@@ -132,6 +132,15 @@ test("the console signs in, manages an app, sends a test push that arrives, show
     await page.selectOption("#new-user-apps", ["shop"]);
     await page.click("#create-user button[type=submit]");
     await page.waitForSelector("#user-list td:text-is('shop-viewer')");
+    // Then gives it "demo" too, from the user list.
+    const editor = page.locator("#user-list select.user-apps[data-user='shop-viewer']");
+    await editor.selectOption(["demo", "shop"]);
+    const [patched] = await Promise.all([
+      page.waitForResponse((r) => r.url().endsWith("/v1/admin/users/shop-viewer") && r.request().method() === "PATCH"),
+      editor.locator("xpath=..").locator("button").click(),
+    ]);
+    assert.equal(patched.status(), 200);
+    assert.deepEqual((await patched.json()).apps, ["demo", "shop"]);
     const viewer = await openPage(browser);
     await viewer.page.goto(server.url + "/");
     await viewer.page.fill("#login-user", "shop-viewer");
@@ -140,7 +149,7 @@ test("the console signs in, manages an app, sends a test push that arrives, show
     await viewer.page.waitForSelector("#dashboard .tile");
     await viewer.page.goto(server.url + "/#/apps");
     await viewer.page.waitForSelector("#app-detail h2");
-    assert.deepEqual(await viewer.page.locator("#app-picker option").allTextContents(), ["shop"]);
+    assert.deepEqual((await viewer.page.locator("#app-picker option").allTextContents()).sort(), ["demo", "shop"]);
     assert.equal(await viewer.page.locator("#create-app").count(), 0, "no create form for a viewer");
     assert.equal(await viewer.page.locator("#create-key").count(), 0, "no key form for a viewer");
     assert.equal(await viewer.page.locator("nav a[href='#/users']").count(), 0, "no users page for a viewer");
