@@ -96,6 +96,7 @@ export async function devicesPage(main, ctx) {
         h('td', { text: when(d.last_seen) }),
         h('td.actions', {},
           ctx.me.role === 'viewer' ? '' : h('button', { class: 'test-push', text: t('devices.test_push'), on: { click: () => testPush(main, ctx, d.id) } }),
+          canManage ? h('button', { class: 'edit-device', text: t('devices.edit'), on: { click: () => editDevice(main, ctx, d, search) } }) : '',
           canManage ? h('button.danger', {
             text: t('devices.delete'),
             on: {
@@ -115,6 +116,35 @@ export async function devicesPage(main, ctx) {
     id: 'device-search',
     on: { submit: async (e) => { e.preventDefault(); try { await search(); } catch (err) { flash(main, err); } } },
   }, by, q, h('button', { type: 'submit', text: t('devices.find') })), results, h('div', { id: 'test-push' }));
+}
+
+// Binds a device to a user and sets its topics (PATCH); an empty user unbinds it.
+function editDevice(main, ctx, d, search) {
+  const box = clear(main.querySelector('#test-push'));
+  const user = h('input', { id: 'device-user', value: d.user ?? '', maxlength: 128 });
+  const topics = h('input', { id: 'device-topics', value: (d.topics || []).join(", "), placeholder: t('devices.topics_hint') });
+  box.append(h('form.card', {
+    id: 'device-edit',
+    on: {
+      submit: async (e) => {
+        e.preventDefault();
+        try {
+          await api('PATCH', `/v1/apps/${enc(ctx.app)}/devices/${enc(d.id)}`, {
+            user: user.value.trim() || null,
+            topics: topics.value.split(",").map((x) => x.trim()).filter((x) => x),
+          });
+          clear(box);
+          await search();
+        } catch (err) {
+          flash(main, err);
+        }
+      },
+    },
+  },
+  h('h2', { text: t('devices.edit_title', { device: d.id }) }),
+  h('label', { for: 'device-user', text: t('devices.user') }), user,
+  h('label', { for: 'device-topics', text: t('devices.topics') }), topics,
+  h('button', { type: 'submit', text: t('devices.save') })));
 }
 
 function testPush(main, ctx, device) {

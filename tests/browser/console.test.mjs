@@ -166,6 +166,15 @@ test("the console signs in, manages an app, sends a test push that arrives, show
     await page.selectOption("#device-by", "id");
     await page.fill("#device-query", offline.body.device_id);
     await page.click("#device-search button[type=submit]");
+    // Bind it to a user with two topics from the page; the API and the row agree.
+    await page.click("#device-results button.edit-device");
+    await page.fill("#device-user", "alice");
+    await page.fill("#device-topics", "news, sale");
+    await page.click("#device-edit button[type=submit]");
+    await page.waitForSelector("#device-results td:text-is('alice')");
+    const bound = await server.call("GET", "/v1/apps/shop/devices?id=" + offline.body.device_id, server.creds.admin_token);
+    assert.equal(bound.body.devices[0].user, "alice");
+    assert.deepEqual(bound.body.devices[0].topics, ["news", "sale"]);
     await page.click("#device-results button.danger");
     await page.waitForSelector("#device-results p");
     const gone = await server.call("GET", "/v1/apps/shop/devices?id=" + offline.body.device_id, server.creds.admin_token);
