@@ -105,16 +105,38 @@ function appsEditor(main, u, allApps, draw) {
 
 export async function auditPage(main) {
   main.append(h('h1', { text: t('audit.title') }));
+  const rows = (entries) => entries.map((e) => h('tr', {},
+    h('td', { text: when(e.at) }),
+    h('td', { text: e.actor }),
+    h('td', {}, h('code', { text: e.action })),
+    h('td', { text: e.app ?? '—' }),
+    h('td', { text: e.target ?? '—' }),
+    h('td', { text: e.from ?? '—' })));
   const { entries } = await api('GET', '/v1/admin/audit?limit=200');
-  main.append(h('section.card', {}, table(
+  const list = table(
     [t('audit.at'), t('audit.actor'), t('audit.action'), t('audit.app'), t('audit.target'), t('audit.from')],
-    entries.map((e) => h('tr', {},
-      h('td', { text: when(e.at) }),
-      h('td', { text: e.actor }),
-      h('td', {}, h('code', { text: e.action })),
-      h('td', { text: e.app ?? '—' }),
-      h('td', { text: e.target ?? '—' }),
-      h('td', { text: e.from ?? '—' }))))));
+    rows(entries));
+  let last = entries.length ? entries[entries.length - 1].at : null;
+  // Pages back with `before` = the time of the oldest entry shown.
+  const older = h('button', {
+    id: 'audit-older',
+    type: 'button',
+    text: t('audit.older'),
+    hidden: entries.length < 200,
+    on: {
+      click: async () => {
+        try {
+          const page = await api('GET', `/v1/admin/audit?limit=200&before=${enc(String(last))}`);
+          list.querySelector('tbody').append(...rows(page.entries));
+          if (page.entries.length) last = page.entries[page.entries.length - 1].at;
+          older.hidden = page.entries.length < 200;
+        } catch (err) {
+          flash(main, err);
+        }
+      },
+    },
+  });
+  main.append(h('section.card', { id: 'audit-log' }, list, older));
 }
 
 function flatten(prefix, value, out) {
