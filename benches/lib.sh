@@ -3,6 +3,7 @@
 
 BIN=${BIN:-target/release/warbler}
 # DURABILITY=relaxed starts servers that answer before fsync (default: immediate).
+# PLAIN=1 starts servers without TLS (tls.mode = "off", serve --insecure-plaintext).
 # Optional CPU pinning, e.g. SERVER_CPUS=0 BENCH_CPUS=1 (empty: no pinning).
 SERVER_CPUS=${SERVER_CPUS:-}
 BENCH_CPUS=${BENCH_CPUS:-}
@@ -41,14 +42,18 @@ pushes_per_second = 1000000000
 [log]
 level = "info"
 EOF
+    if [[ ${PLAIN:-0} == 1 ]]; then
+        printf '[tls]\nmode = "off"\n' >>"$SERVER_DIR/config.toml"
+    fi
     local cmd=("$BIN" serve --config "$SERVER_DIR/config.toml" --data "$SERVER_DIR/data")
+    [[ ${PLAIN:-0} == 1 ]] && cmd+=(--insecure-plaintext)
     # taskset execs the server, so $! is the server's own pid either way.
     [[ -n $SERVER_CPUS ]] && cmd=(taskset -c "$SERVER_CPUS" "${cmd[@]}")
     "${cmd[@]}" >"$SERVER_DIR/stdout.log" 2>"$SERVER_DIR/stderr.log" &
     SERVER_PID=$!
     local i
     for i in $(seq 1 300); do # up to 30 s
-        SERVER_URL=$(sed -n 's/^listening on \(https:\/\/[0-9.:]*\).*/\1/p' "$SERVER_DIR/stdout.log" 2>/dev/null)
+        SERVER_URL=$(sed -n 's/^listening on \(https\{0,1\}:\/\/[0-9.:]*\).*/\1/p' "$SERVER_DIR/stdout.log" 2>/dev/null)
         [[ -n $SERVER_URL ]] && break
         if ! kill -0 "$SERVER_PID" 2>/dev/null; then
             echo "bench: server exited at start:" >&2

@@ -4,9 +4,9 @@
 #     connection = (VmRSS after the hold − before connecting) ÷ connected;
 #   - 1 → N fan-out: FAN_DEVICES (1,000) subscribers on one topic, FAN_BROADCASTS (200)
 #     broadcasts flat out; deliveries/s and publish → receive p50/p99.
-# Warbler runs over TLS (the only transport `warbler bench` speaks), every delivery acked
-# and the ack stored durably (durability immediate); soketi, mosquitto and nats-server run
-# over plain TCP (benches/peers/: install.sh, lib.sh, the `peers-bench` load client).
+# Warbler runs over TLS and, as `warbler_plain`, without it (tls.mode = "off"; WARBLER_PLAIN=0
+# skips that), every delivery acked and the ack stored durably (durability immediate);
+# soketi, mosquitto and nats-server run over plain TCP (benches/peers/: install.sh, lib.sh, the `peers-bench` load client).
 # Every system gets a freshly started server for every run; RUNS (5) rounds, each round
 # running every system once, so load from other work on the box spreads over all of them.
 #
@@ -91,17 +91,18 @@ fail() { # fail WHAT EXIT: count a failed run and say so
 # note NAME: the 1-minute load average just before run NAME.
 note() { cut -d' ' -f1 /proc/loadavg >"$OUT/$1.load"; }
 
-ours() { # ours SHAPE RUN
-    local shape=$1 i=$2
-    start_server
-    note "$shape-warbler-$i"
+ours() { # ours SHAPE RUN [plain]: Warbler over TLS, or without it as warbler_plain
+    local shape=$1 i=$2 name=warbler
+    [[ ${3:-} == plain ]] && name=warbler_plain
+    if [[ $name == warbler_plain ]]; then PLAIN=1 start_server; else PLAIN=0 start_server; fi
+    note "$shape-$name-$i"
     if [[ $shape == conn ]]; then
         bench "$conn_limit" --json -q connections -n "$CONNS" --hold "$HOLD" \
-            >"$OUT/conn-warbler-$i.json" || fail "warbler connections run $i" $?
+            >"$OUT/conn-$name-$i.json" || fail "$name connections run $i" $?
     else
         bench "$fan_limit" --json -q fanout --devices "$FAN_DEVICES" \
             --broadcasts "$FAN_BROADCASTS" --senders "$SENDERS" \
-            >"$OUT/fan-warbler-$i.json" || fail "warbler fanout run $i" $?
+            >"$OUT/fan-$name-$i.json" || fail "$name fanout run $i" $?
     fi
     stop_server
 }
@@ -130,11 +131,13 @@ peer() { # peer SHAPE RUN KIND [QOS]
 for i in $(seq 1 "$RUNS"); do
     echo "bench: round $i/$RUNS: idle connections ($CONNS)" >&2
     ours conn "$i"
+    if [[ ${WARBLER_PLAIN:-1} == 1 ]]; then ours conn "$i" plain; fi
     for kind in $PEERS; do
         peer conn "$i" "$kind"
     done
     echo "bench: round $i/$RUNS: fan-out ($FAN_DEVICES × $FAN_BROADCASTS)" >&2
     ours fan "$i"
+    if [[ ${WARBLER_PLAIN:-1} == 1 ]]; then ours fan "$i" plain; fi
     for kind in $PEERS; do
         if [[ $kind == mosquitto ]]; then
             for q in $MQTT_QOS; do peer fan "$i" mosquitto "$q"; done

@@ -12,12 +12,14 @@ out = pathlib.Path(sys.argv[1])
 # (system, transport as measured, what a delivery is)
 CONN = [
     ("warbler", "TLS WebSocket", "device with its own mailbox"),
+    ("warbler_plain", "plain WebSocket (tls.mode = off)", "device with its own mailbox"),
     ("soketi", "plain WebSocket (Pusher 7)", "subscribed to its own public channel"),
     ("mosquitto", "plain TCP (MQTT 3.1.1)", "subscribed to its own topic, QoS 1"),
     ("nats", "plain TCP (NATS core)", "subscribed to its own subject"),
 ]
 FAN = [
     ("warbler", "TLS WebSocket", "acked, ack stored durably; 64 API senders (HTTPS)"),
+    ("warbler_plain", "plain WebSocket (tls.mode = off)", "acked, ack stored durably; 64 API senders (HTTP)"),
     ("soketi", "plain WebSocket (Pusher 7)", "not acked; 64 HTTP API senders (signed POSTs)"),
     ("mosquitto-qos1", "plain TCP (MQTT 3.1.1)", "QoS 1: PUBACK per delivery; one publisher"),
     ("mosquitto-qos0", "plain TCP (MQTT 3.1.1)", "QoS 0: not acked; one publisher"),

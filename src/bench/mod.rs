@@ -12,6 +12,7 @@
 
 pub mod connections;
 pub mod fanout;
+pub mod io;
 pub mod net;
 pub mod stats;
 pub mod storm;

@@ -1,5 +1,5 @@
 //! The benchmark's transport: one TLS connection per API client (HTTP/1.1 or HTTP/2 chosen
-//! by ALPN), device registration, and device WebSocket connections that may be bound to a chosen local
+//! by ALPN; plain HTTP/1.1 for an `http://` URL), device registration, and device WebSocket connections that may be bound to a chosen local
 //! (source) address — the piece [`crate::client::Client`] does not offer.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -16,7 +16,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls_pki_types::ServerName;
 use serde::Deserialize;
 use tokio::net::{TcpSocket, TcpStream};
-use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -25,8 +24,10 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::tls::{client_config_trusting, ALPN_H2, ALPN_HTTP11};
 
+use super::io::Io;
+
 /// A device's WebSocket, as the benchmarks hold it.
-pub type DeviceWs = WebSocketStream<TlsStream<TcpStream>>;
+pub type DeviceWs = WebSocketStream<Io>;
 
 /// Which HTTP version API clients offer (the server speaks both).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,8 +53,8 @@ pub struct Endpoint {
     authority: HeaderValue,
     base: String,
     server_name: ServerName<'static>,
-    api_tls: TlsConnector,
-    ws_tls: TlsConnector,
+    /// TLS connectors for API and WebSocket connections; `None` for a plain `http://` URL.
+    tls: Option<(TlsConnector, TlsConnector)>,
     api_auth: HeaderValue,
     client_auth: HeaderValue,
     pub http: HttpVersion,
@@ -74,21 +75,24 @@ fn bearer(secret: &str) -> anyhow::Result<HeaderValue> {
 }
 
 impl Endpoint {
-    /// Parses `https://host:port`, loads the CA and resolves the host once.
+    /// Parses `https://host:port` (or `http://host:port` for a server without TLS), loads
+    /// the CA (needed for `https`) and resolves the host once.
     ///
     /// # Errors
     /// A malformed URL, an unreadable CA, or a host that does not resolve.
     pub fn new(
         url: &str,
-        ca: &Path,
+        ca: Option<&Path>,
         api_key: &str,
         client_key: &str,
         http: HttpVersion,
     ) -> anyhow::Result<Self> {
-        let rest = url
-            .strip_prefix("https://")
-            .ok_or_else(|| anyhow!("--url must start with https:// (got {url})"))?
-            .trim_end_matches('/');
+        let (plain, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+            (Some(rest), _) => (false, rest),
+            (None, Some(rest)) => (true, rest),
+            (None, None) => bail!("--url must start with https:// or http:// (got {url})"),
+        };
+        let rest = rest.trim_end_matches('/');
         let (host, port) = rest
             .rsplit_once(':')
             .and_then(|(h, p)| {
@@ -98,6 +102,9 @@ impl Endpoint {
                 ))
             })
             .ok_or_else(|| anyhow!("--url must be https://HOST:PORT (got {url})"))?;
+        if plain && http == HttpVersion::Http2 {
+            bail!("--http2 needs TLS (HTTP/2 is negotiated by ALPN); drop it for an http:// URL");
+        }
         let addr = (host.as_str(), port)
             .to_socket_addrs()
             .with_context(|| format!("cannot resolve {host}"))?
@@ -107,8 +114,17 @@ impl Endpoint {
             HttpVersion::Http1 => &[ALPN_HTTP11],
             HttpVersion::Http2 => &[ALPN_H2, ALPN_HTTP11],
         };
-        let api_tls = TlsConnector::from(client_config_trusting(ca, alpn)?);
-        let ws_tls = TlsConnector::from(client_config_trusting(ca, &[ALPN_HTTP11])?);
+        let tls = if plain {
+            None
+        } else {
+            let ca = ca.ok_or_else(|| {
+                anyhow!("an https:// URL needs the CA: give --ca (or --data DIR)")
+            })?;
+            Some((
+                TlsConnector::from(client_config_trusting(ca, alpn)?),
+                TlsConnector::from(client_config_trusting(ca, &[ALPN_HTTP11])?),
+            ))
+        };
         let server_name =
             ServerName::try_from(host.clone()).map_err(|e| anyhow!("bad host {host}: {e}"))?;
         let authority = if host.contains(':') {
@@ -119,11 +135,10 @@ impl Endpoint {
         Ok(Self {
             host,
             addr,
-            base: format!("https://{authority}"),
+            base: format!("{}://{authority}", if plain { "http" } else { "https" }),
             authority: HeaderValue::from_str(&authority)?,
             server_name,
-            api_tls,
-            ws_tls,
+            tls,
             api_auth: bearer(api_key)?,
             client_auth: bearer(client_key)?,
             http,
@@ -171,13 +186,18 @@ impl Endpoint {
     /// Connection, TLS or HTTP handshake failures.
     pub async fn api_conn(&self) -> anyhow::Result<ApiConn> {
         let tcp = self.tcp(None).await.context("API connect")?;
-        let tls = self
-            .api_tls
-            .connect(self.server_name.clone(), tcp)
-            .await
-            .context("API TLS handshake")?;
-        let h2 = tls.get_ref().1.alpn_protocol() == Some(ALPN_H2);
-        let io = TokioIo::new(tls);
+        let (stream, h2) = match &self.tls {
+            Some((api_tls, _)) => {
+                let tls = api_tls
+                    .connect(self.server_name.clone(), tcp)
+                    .await
+                    .context("API TLS handshake")?;
+                let h2 = tls.get_ref().1.alpn_protocol() == Some(ALPN_H2);
+                (Io::Tls(Box::new(tls)), h2)
+            }
+            None => (Io::Plain(tcp), false),
+        };
+        let io = TokioIo::new(stream);
         let sender = if h2 {
             let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
                 .await
@@ -235,20 +255,26 @@ impl Endpoint {
         read_buffer: usize,
     ) -> anyhow::Result<DeviceWs> {
         let tcp = self.tcp(local).await.context("WebSocket connect")?;
-        let tls = self
-            .ws_tls
-            .connect(self.server_name.clone(), tcp)
-            .await
-            .context("WebSocket TLS handshake")?;
-        let url = format!("wss://{}/v1/connect", self.authority.to_str()?);
+        let (stream, scheme) = match &self.tls {
+            Some((_, ws_tls)) => {
+                let tls = ws_tls
+                    .connect(self.server_name.clone(), tcp)
+                    .await
+                    .context("WebSocket TLS handshake")?;
+                (Io::Tls(Box::new(tls)), "wss")
+            }
+            None => (Io::Plain(tcp), "ws"),
+        };
+        let url = format!("{scheme}://{}/v1/connect", self.authority.to_str()?);
         let mut request = url.into_client_request()?;
         request.headers_mut().insert(AUTHORIZATION, bearer(token)?);
         let config = WebSocketConfig::default()
             .read_buffer_size(read_buffer)
             .write_buffer_size(0);
-        let (mut ws, _) = tokio_tungstenite::client_async_with_config(request, tls, Some(config))
-            .await
-            .context("WebSocket upgrade")?;
+        let (mut ws, _) =
+            tokio_tungstenite::client_async_with_config(request, stream, Some(config))
+                .await
+                .context("WebSocket upgrade")?;
         loop {
             match ws.next().await {
                 Some(Ok(Message::Text(text))) => {

@@ -8,14 +8,19 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::harness::BinaryServer;
+use crate::spawned::Spawned;
 
 fn bench(server: &BinaryServer, scenario: &[&str]) -> Value {
     let data = server.data.to_str().expect("utf-8 path");
-    let pid = server.child.id().to_string();
+    bench_at(&server.url, data, server.child.id(), scenario)
+}
+
+fn bench_at(url: &str, data: &str, pid: u32, scenario: &[&str]) -> Value {
+    let pid = pid.to_string();
     let mut args = vec![
         "bench",
         "--url",
-        &server.url,
+        url,
         "--data",
         data,
         "--server-pid",
@@ -86,4 +91,48 @@ async fn every_bench_scenario_runs_at_a_small_size_and_its_counts_add_up() {
 
     let status = server.terminate(Duration::from_secs(30)).await;
     assert!(status.success(), "{status:?}");
+}
+
+/// Against a server without TLS (`tls.mode = "off"`, `--insecure-plaintext`): the load
+/// generator speaks plain HTTP and WebSocket to an `http://` URL, for runs on the same
+/// footing as peers measured without TLS.
+#[tokio::test]
+async fn the_bench_also_drives_a_plaintext_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("warbler.toml");
+    std::fs::write(&config, "[tls]\nmode = \"off\"\n").expect("write config");
+    let data = dir.path().join("data");
+    let mut server = Spawned::start(
+        [
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--insecure-plaintext",
+            "--config",
+            config.to_str().expect("utf-8 path"),
+            "--data",
+            data.to_str().expect("utf-8 path"),
+        ],
+        &[],
+    );
+    let url = server.url(Duration::from_secs(20));
+    assert!(url.starts_with("http://"), "{url}");
+    let data = data.to_str().expect("utf-8 path");
+    let pid = server.child.id();
+    let c = bench_at(
+        &url,
+        data,
+        pid,
+        &["connections", "-n", "50", "--hold", "0.3"],
+    );
+    assert_eq!(c["connected"], 50, "{c}");
+    let f = bench_at(
+        &url,
+        data,
+        pid,
+        &["fanout", "-d", "40", "-m", "10", "--senders", "2"],
+    );
+    assert_eq!(f["expected"], 40 * 10, "{f}");
+    assert_eq!(f["missing"], 0, "{f}");
+    assert!(server.terminate().success());
 }
