@@ -31,8 +31,9 @@ use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
+use super::ack::AckFrame;
 use super::connections::source_addresses;
-use super::net::{close_ws, Device, DeviceWs, Endpoint};
+use super::net::{close_ws, connect_device, Device, DeviceWs, Endpoint};
 use super::stats::{histogram, merge, record, round3, Summary};
 use super::{open_api_conns, progress, rate, register_devices, sys, ApiConn};
 
@@ -723,19 +724,18 @@ struct DeviceResult {
 
 /// Connects (at most `concurrency` handshakes at once), then reads and acks until stopped.
 async fn device_task(d: DeviceTask) -> DeviceResult {
-    let permit = d.sem.acquire_owned().await;
-    let attempt = tokio::time::timeout(
+    let attempt = connect_device(
+        &d.endpoint,
+        &d.token,
+        d.local,
+        d.sem,
         CONNECT_TIMEOUT,
-        d.endpoint.device_ws(&d.token, d.local, READ_BUFFER),
+        READ_BUFFER,
     )
     .await;
-    drop(permit);
     let ws = match attempt {
-        Ok(Ok(ws)) => ws,
-        Ok(Err(e)) => return connect_failed(&d.shared, format!("{e:#}")),
-        Err(_) => {
-            return connect_failed(&d.shared, format!("no welcome within {CONNECT_TIMEOUT:?}"))
-        }
+        Ok(ws) => ws,
+        Err(e) => return connect_failed(&d.shared, e),
     };
     d.shared.connected.fetch_add(1, Ordering::Relaxed);
     receive(ws, d.index, &d.shared, &d.stop).await
@@ -772,9 +772,8 @@ struct Reader<'a> {
     seen: Vec<u64>,
     /// Latencies (ns) of the batch being read.
     lat: Vec<u64>,
-    /// The `ack` frame being built, and how many ids it holds.
-    ack: String,
-    ack_ids: usize,
+    /// The `ack` frame being built.
+    ack: AckFrame,
     out: DeviceResult,
     received: u64,
 }
@@ -791,11 +790,7 @@ impl Reader<'_> {
             return;
         }
         if let Some(id) = frame.id {
-            self.ack
-                .push_str(if self.ack_ids == 0 { "\"" } else { ",\"" });
-            self.ack.push_str(id); // borrowed: the id had no escapes, so none are needed
-            self.ack.push('"');
-            self.ack_ids += 1;
+            self.ack.push(id);
         }
         let Some(Stamp {
             t: Some(t),
@@ -839,21 +834,10 @@ impl Reader<'_> {
             self.lat.clear();
             self.received = 0;
         }
-        if self.ack_ids == 0 {
-            return None;
-        }
-        self.ack.push_str("]}");
-        let frame = std::mem::replace(&mut self.ack, ack_head());
-        self.ack_ids = 0;
+        let frame = self.ack.take()?;
         self.out.ack_frames += 1;
         Some(frame)
     }
-}
-
-fn ack_head() -> String {
-    let mut s = String::with_capacity(256);
-    s.push_str(r#"{"type":"ack","ids":["#);
-    s
 }
 
 /// Reads frames until stopped; after each read takes every frame already readable and
@@ -869,8 +853,7 @@ async fn receive(
         shared,
         seen: vec![0; shared.broadcasts.div_ceil(64)],
         lat: Vec::with_capacity(64),
-        ack: ack_head(),
-        ack_ids: 0,
+        ack: AckFrame::default(),
         out: DeviceResult::default(),
         received: 0,
     };
@@ -885,7 +868,7 @@ async fn receive(
             break;
         };
         r.on_message(&msg);
-        while r.ack_ids < ACK_BATCH {
+        while r.ack.len() < ACK_BATCH {
             match ws.next().now_or_never() {
                 Some(Some(Ok(msg))) => r.on_message(&msg),
                 Some(Some(Err(_)) | None) => {
@@ -1082,8 +1065,7 @@ mod tests {
             shared: &shared,
             seen: vec![0; 1],
             lat: Vec::new(),
-            ack: ack_head(),
-            ack_ids: 0,
+            ack: AckFrame::default(),
             out: DeviceResult::default(),
             received: 0,
         };

@@ -10,6 +10,7 @@
 //! WebSocket), each API client on a connection of its own ([`net::ApiConn`]), so `K` clients
 //! really are `K` requests in flight. Latencies go into HDR histograms in nanoseconds.
 
+pub mod ack;
 pub mod connections;
 pub mod fanout;
 pub mod io;

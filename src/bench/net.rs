@@ -4,6 +4,7 @@
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
@@ -16,6 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls_pki_types::ServerName;
 use serde::Deserialize;
 use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -289,6 +291,29 @@ impl Endpoint {
                 Some(Err(e)) => return Err(e.into()),
             }
         }
+    }
+}
+
+/// Opens a device WebSocket while holding one of `sem`'s permits (so at most that many
+/// handshakes are in flight), giving up after `limit`. The error comes back as text.
+///
+/// # Errors
+/// The connection failure, or no `welcome` within `limit`.
+pub async fn connect_device(
+    endpoint: &Endpoint,
+    token: &str,
+    local: Option<IpAddr>,
+    sem: Arc<Semaphore>,
+    limit: Duration,
+    read_buffer: usize,
+) -> Result<DeviceWs, String> {
+    let permit = sem.acquire_owned().await;
+    let attempt = tokio::time::timeout(limit, endpoint.device_ws(token, local, read_buffer)).await;
+    drop(permit);
+    match attempt {
+        Ok(Ok(ws)) => Ok(ws),
+        Ok(Err(e)) => Err(format!("{e:#}")),
+        Err(_) => Err(format!("no welcome within {limit:?}")),
     }
 }
 

@@ -26,8 +26,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::ack::AckFrame;
 use super::connections::source_addresses;
-use super::net::{close_ws, Device, DeviceWs, Endpoint};
+use super::net::{close_ws, connect_device, Device, DeviceWs, Endpoint};
 use super::stats::{histogram, merge, record, round3, Summary};
 use super::{open_api_conns, progress, rate, register_devices, sys, ApiConn};
 
@@ -339,23 +340,20 @@ struct Stamp {
 
 async fn device_task(d: DeviceTask) -> DeviceResult {
     let mut out = DeviceResult::default();
-    let permit = Arc::clone(&d.sem).acquire_owned().await;
-    let attempt = tokio::time::timeout(
+    let attempt = connect_device(
+        &d.endpoint,
+        &d.token,
+        d.local,
+        Arc::clone(&d.sem),
         CONNECT_TIMEOUT,
-        d.endpoint.device_ws(&d.token, d.local, READ_BUFFER),
+        READ_BUFFER,
     )
     .await;
-    drop(permit);
     let ws = match attempt {
-        Ok(Ok(ws)) => ws,
-        Ok(Err(e)) => {
+        Ok(ws) => ws,
+        Err(e) => {
             d.shared.failed.fetch_add(1, Ordering::Relaxed);
-            out.error = Some(format!("{e:#}"));
-            return out;
-        }
-        Err(_) => {
-            d.shared.failed.fetch_add(1, Ordering::Relaxed);
-            out.error = Some(format!("no welcome within {CONNECT_TIMEOUT:?}"));
+            out.error = Some(e);
             return out;
         }
     };
@@ -371,9 +369,8 @@ struct Reader<'a> {
     /// Messages of this run already read, by index.
     seen: Vec<bool>,
     distinct: u64,
-    /// The `ack` frame being built, and how many ids it holds.
-    ack: String,
-    ack_ids: usize,
+    /// The `ack` frame being built.
+    ack: AckFrame,
 }
 
 impl Reader<'_> {
@@ -386,14 +383,7 @@ impl Reader<'_> {
             return;
         }
         if let Some(id) = frame.id {
-            self.ack.push_str(if self.ack_ids == 0 {
-                r#"{"type":"ack","ids":[""#
-            } else {
-                ",\""
-            });
-            self.ack.push_str(id); // ids have no characters that need escaping
-            self.ack.push('"');
-            self.ack_ids += 1;
+            self.ack.push(id);
         }
         self.shared.delivered.fetch_add(1, Ordering::Relaxed);
         if let Some(Stamp {
@@ -407,16 +397,6 @@ impl Reader<'_> {
             }
         }
     }
-
-    /// The ack frame for what was read since the last one, if anything.
-    fn take_ack(&mut self) -> Option<String> {
-        if self.ack_ids == 0 {
-            return None;
-        }
-        self.ack.push_str("]}");
-        self.ack_ids = 0;
-        Some(std::mem::take(&mut self.ack))
-    }
 }
 
 /// Reads the backlog, acking each batch of readable frames in one frame, until every
@@ -427,8 +407,7 @@ async fn receive(mut ws: DeviceWs, d: &DeviceTask, out: &mut DeviceResult) {
         shared,
         seen: vec![false; shared.pending],
         distinct: 0,
-        ack: String::with_capacity(256),
-        ack_ids: 0,
+        ack: AckFrame::default(),
     };
     let closed = loop {
         let first = match tokio::time::timeout(d.idle, ws.next()).await {
@@ -444,7 +423,7 @@ async fn receive(mut ws: DeviceWs, d: &DeviceTask, out: &mut DeviceResult) {
         };
         r.on_frame(&first);
         let mut gone = false;
-        while r.ack_ids < ACK_BATCH {
+        while r.ack.len() < ACK_BATCH {
             match ws.next().now_or_never() {
                 Some(Some(Ok(msg))) => r.on_frame(&msg),
                 Some(Some(Err(_)) | None) => {
@@ -454,7 +433,7 @@ async fn receive(mut ws: DeviceWs, d: &DeviceTask, out: &mut DeviceResult) {
                 None => break,
             }
         }
-        if let Some(frame) = r.take_ack() {
+        if let Some(frame) = r.ack.take() {
             out.ack_frames += 1;
             if ws.send(Message::Text(frame.into())).await.is_err() {
                 gone = true;
