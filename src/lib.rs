@@ -30,6 +30,7 @@ pub mod domain;
 pub mod fsutil;
 pub mod gateway;
 pub mod metrics;
+pub mod net_guard;
 pub mod server;
 pub mod store;
 pub mod tls;

@@ -14,11 +14,12 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::metrics::Metrics;
+use crate::net_guard::Guarded;
+use crate::tls::stream::TlsStream;
 
 /// The remote address of the connection a request came on (a request extension).
 #[derive(Debug, Clone, Copy)]
@@ -125,34 +126,45 @@ pub async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         // The certificate in force now: a swapped one applies from the next connection.
-        let acceptor = tls.as_ref().map(|t| TlsAcceptor::from(t.borrow().clone()));
+        let acceptor = tls.as_ref().map(|t| t.borrow().clone());
         let router = router.clone();
         let shutdown = shutdown.clone();
         let metrics = Arc::clone(&metrics);
+        // The slots go with the stream, so an upgraded WebSocket, which outlives the HTTP
+        // connection's task, keeps counting against the limits until it closes.
+        let slots = Slots {
+            _ip: slot,
+            _total: permit,
+        };
         tracker.spawn(Box::pin(async move {
-            connection(tcp, peer, acceptor, router, &metrics, shutdown).await;
-            drop(slot);
-            drop(permit);
+            connection(tcp, slots, peer, acceptor, router, &metrics, shutdown).await;
         }));
     }
     drop(listener);
     tracing::info!("stopped accepting connections");
 }
 
+/// A connection's places under the total and per-address limits.
+struct Slots {
+    _ip: IpSlot,
+    _total: tokio::sync::OwnedSemaphorePermit,
+}
+
 async fn connection(
     tcp: tokio::net::TcpStream,
+    slots: Slots,
     peer: SocketAddr,
-    acceptor: Option<TlsAcceptor>,
+    acceptor: Option<Arc<rustls::ServerConfig>>,
     router: Router,
     metrics: &Metrics,
     shutdown: CancellationToken,
 ) {
-    let Some(acceptor) = acceptor else {
-        serve_http(tcp, peer, router, shutdown).await;
+    let Some(config) = acceptor else {
+        serve_http(Guarded::new(tcp, slots), peer, router, shutdown).await;
         return;
     };
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-        Ok(Ok(stream)) => stream,
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, TlsStream::accept(tcp, config)).await {
+        Ok(Ok(stream)) => Guarded::new(stream, slots),
         Ok(Err(e)) => {
             metrics.tls_handshake_failures.inc();
             tracing::debug!(%peer, error = %e, "TLS handshake failed");

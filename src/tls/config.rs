@@ -247,6 +247,7 @@ pub(super) fn verifier_trusting(ca_pem: &Path) -> Result<Arc<WebPkiServerVerifie
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tls::stream::TlsStream;
     use crate::tls::{ensure_bootstrap, TlsPaths};
     use rustls::{PeerIncompatible, ProtocolVersion, ServerConnection};
     use rustls_pki_types::ServerName;
@@ -254,7 +255,7 @@ mod tests {
     use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
-    use tokio_rustls::{TlsAcceptor, TlsConnector};
+    use tokio_rustls::TlsConnector;
 
     const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -282,10 +283,11 @@ mod tests {
             .await
             .map_err(|e| e.to_string())?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let acceptor = TlsAcceptor::from(server);
         let server_task = tokio::spawn(async move {
             let (tcp, _) = listener.accept().await.map_err(|e| e.to_string())?;
-            let mut tls = acceptor.accept(tcp).await.map_err(|e| e.to_string())?;
+            let mut tls = TlsStream::accept(tcp, server)
+                .await
+                .map_err(|e| e.to_string())?;
             tls.write_all(b"ok").await.map_err(|e| e.to_string())?;
             tls.shutdown().await.map_err(|e| e.to_string())?;
             Ok::<_, String>(())

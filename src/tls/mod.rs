@@ -5,6 +5,9 @@ mod bootstrap;
 mod config;
 pub mod reload;
 pub mod renew;
+pub mod stream;
+#[cfg(test)]
+mod stream_tests;
 
 pub use bootstrap::{ensure_bootstrap, BootstrapOutcome, TlsPaths};
 pub use config::{

@@ -1,0 +1,475 @@
+//! A TLS server stream over rustls's unbuffered API that holds no buffer while it is idle.
+//!
+//! rustls's buffered connection keeps a 4 KiB receive buffer for the connection's whole life,
+//! and `tokio-rustls` adds its own state on top. An idle push connection (most of them, most
+//! of the time) needs none of that: here the ciphertext and plaintext buffers are taken from a
+//! small per-thread pool only while bytes move, and given back as soon as they are empty, so
+//! an idle connection costs the socket, the rustls state machine and a few words.
+//!
+//! Reads decrypt every complete record in the receive buffer (at most one receive buffer's
+//! worth, so the plaintext held is bounded too). Writes are encrypted into a send buffer of
+//! at most [`TX_HIGH`] bytes and go to the socket on flush, so several small frames written
+//! back to back leave in one `write` call.
+
+use std::cell::RefCell;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use rustls::server::UnbufferedServerConnection;
+use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Size of a receive buffer: one largest TLS record (16 KiB of payload, 256 bytes of
+/// expansion, the 5-byte header) fits.
+const RX_SIZE: usize = 16 * 1024 + 256 + 5 + 123;
+/// Largest receive buffer, reached only while a handshake message spans records.
+const RX_MAX: usize = 64 * 1024 + RX_SIZE;
+/// Encrypted bytes a writer may queue before `poll_write` first flushes them.
+pub const TX_HIGH: usize = 64 * 1024;
+/// Largest plaintext a single `poll_write` encrypts.
+const WRITE_CHUNK: usize = 16 * 1024;
+/// Buffers a thread keeps for reuse, per kind.
+const POOL_KEEP: usize = 32;
+
+thread_local! {
+    static RX_POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    static TX_POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A zero-filled receive buffer of `RX_SIZE` bytes.
+fn take_rx() -> Vec<u8> {
+    RX_POOL
+        .with(|p| p.borrow_mut().pop())
+        .unwrap_or_else(|| vec![0; RX_SIZE])
+}
+
+fn give_rx(buf: Vec<u8>) {
+    if buf.len() == RX_SIZE {
+        RX_POOL.with(|p| {
+            let mut pool = p.borrow_mut();
+            if pool.len() < POOL_KEEP {
+                pool.push(buf);
+            }
+        });
+    }
+}
+
+/// An empty send buffer (its capacity kept from earlier use).
+fn take_tx() -> Vec<u8> {
+    TX_POOL.with(|p| p.borrow_mut().pop()).unwrap_or_default()
+}
+
+fn give_tx(mut buf: Vec<u8>) {
+    if buf.capacity() != 0 && buf.capacity() <= 2 * TX_HIGH {
+        buf.clear();
+        TX_POOL.with(|p| {
+            let mut pool = p.borrow_mut();
+            if pool.len() < POOL_KEEP {
+                pool.push(buf);
+            }
+        });
+    }
+}
+
+fn tls_error(e: impl std::error::Error + Send + Sync + 'static) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+/// What the state machine needs after processing the buffered ciphertext.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// More ciphertext from the peer (handshake or application data).
+    Read,
+    /// The peer's close_notify was seen and ours sent: nothing more will come.
+    Closed,
+}
+
+/// What to encrypt once the connection may send application data.
+enum Out<'a> {
+    Nothing,
+    Data(&'a [u8]),
+    CloseNotify,
+}
+
+/// A server-side TLS connection on a TCP socket.
+pub struct TlsStream {
+    tcp: TcpStream,
+    conn: Box<UnbufferedServerConnection>,
+    /// Ciphertext received and not yet processed: `rx[..rx_used]`. Empty when idle.
+    rx: Vec<u8>,
+    rx_used: usize,
+    /// Plaintext decrypted and not yet read: `plain[plain_pos..]`. Empty when idle.
+    plain: Vec<u8>,
+    plain_pos: usize,
+    /// Ciphertext to send: `tx[tx_pos..]`. Empty when idle.
+    tx: Vec<u8>,
+    tx_pos: usize,
+    /// The peer sent close_notify or closed TCP: reads give end of file.
+    read_eof: bool,
+    close_sent: bool,
+}
+
+impl TlsStream {
+    /// Runs the server side of a TLS handshake on `tcp` to its end (no timeout of its own:
+    /// the caller bounds it).
+    ///
+    /// # Errors
+    /// The handshake failed (a TLS alert is sent where rustls produced one), or the socket did.
+    pub async fn accept(tcp: TcpStream, config: Arc<rustls::ServerConfig>) -> io::Result<Self> {
+        let conn = UnbufferedServerConnection::new(config).map_err(tls_error)?;
+        let mut stream = TlsStream {
+            tcp,
+            conn: Box::new(conn),
+            rx: Vec::new(),
+            rx_used: 0,
+            plain: Vec::new(),
+            plain_pos: 0,
+            tx: Vec::new(),
+            tx_pos: 0,
+            read_eof: false,
+            close_sent: false,
+        };
+        std::future::poll_fn(|cx| stream.poll_handshake(cx)).await?;
+        Ok(stream)
+    }
+
+    /// The protocol agreed by ALPN, if any.
+    pub fn alpn_protocol(&self) -> Option<&[u8]> {
+        self.conn.alpn_protocol()
+    }
+
+    /// Bytes held in buffers right now (0 for an idle connection).
+    pub fn buffered_capacity(&self) -> usize {
+        self.rx.capacity() + self.plain.capacity() + self.tx.capacity()
+    }
+
+    fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            let next = self.process(Out::Nothing)?;
+            if self.tx_pos < self.tx.len() {
+                ready!(self.poll_flush_tx(cx))?;
+            }
+            if !self.conn.is_handshaking() {
+                self.release_idle();
+                return Poll::Ready(Ok(()));
+            }
+            if next == Next::Closed || self.read_eof {
+                return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
+            }
+            ready!(self.poll_fill(cx))?;
+            if self.read_eof {
+                return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
+            }
+        }
+    }
+
+    /// Runs the state machine over the buffered ciphertext: decrypted application data goes
+    /// to `plain`, handshake messages and alerts to `tx`, and `out` is encrypted once
+    /// application data may be sent. Returns what is needed next.
+    fn process(&mut self, mut out: Out<'_>) -> io::Result<Next> {
+        let result = self.process_inner(&mut out);
+        if result.is_err() {
+            self.send_pending_alert();
+        }
+        result
+    }
+
+    fn process_inner(&mut self, out: &mut Out<'_>) -> io::Result<Next> {
+        loop {
+            let Self {
+                conn,
+                rx,
+                rx_used,
+                plain,
+                tx,
+                read_eof,
+                close_sent,
+                ..
+            } = self;
+            let UnbufferedStatus { mut discard, state } =
+                conn.process_tls_records(&mut rx[..*rx_used]);
+            let next = match state.map_err(tls_error)? {
+                ConnectionState::ReadTraffic(mut records) => {
+                    while let Some(record) = records.next_record() {
+                        let record = record.map_err(tls_error)?;
+                        discard += record.discard;
+                        plain.extend_from_slice(record.payload);
+                    }
+                    None
+                }
+                ConnectionState::EncodeTlsData(mut encode) => {
+                    if tx.capacity() == 0 {
+                        *tx = take_tx();
+                    }
+                    let start = tx.len();
+                    tx.resize(start + 1024, 0);
+                    let written = match encode.encode(&mut tx[start..]) {
+                        Ok(n) => n,
+                        Err(EncodeError::InsufficientSize(e)) => {
+                            tx.resize(start + e.required_size, 0);
+                            encode.encode(&mut tx[start..]).map_err(tls_error)?
+                        }
+                        Err(e) => return Err(tls_error(e)),
+                    };
+                    tx.truncate(start + written);
+                    None
+                }
+                // The encoded bytes are in `tx` and leave on the next flush, before any read
+                // could wait on the peer's answer to them.
+                ConnectionState::TransmitTlsData(transmit) => {
+                    transmit.done();
+                    None
+                }
+                ConnectionState::BlockedHandshake => {
+                    if !matches!(out, Out::Nothing) {
+                        return Err(io::Error::new(
+                            io::ErrorKind::NotConnected,
+                            "TLS handshake not complete",
+                        ));
+                    }
+                    Some(Next::Read)
+                }
+                ConnectionState::PeerClosed => {
+                    *read_eof = true;
+                    None
+                }
+                ConnectionState::Closed => {
+                    if matches!(out, Out::Data(_)) {
+                        return Err(io::ErrorKind::BrokenPipe.into());
+                    }
+                    Some(Next::Closed)
+                }
+                ConnectionState::WriteTraffic(mut write) => {
+                    match std::mem::replace(out, Out::Nothing) {
+                        Out::Nothing => {}
+                        Out::Data(data) => {
+                            if tx.capacity() == 0 {
+                                *tx = take_tx();
+                            }
+                            let start = tx.len();
+                            // Each record adds a header, a tag and a content-type byte.
+                            let records = data.len() / (16 * 1024) + 1;
+                            tx.resize(start + data.len() + records * 64, 0);
+                            let written = match write.encrypt(data, &mut tx[start..]) {
+                                Ok(n) => n,
+                                Err(EncryptError::InsufficientSize(e)) => {
+                                    tx.resize(start + e.required_size, 0);
+                                    write.encrypt(data, &mut tx[start..]).map_err(tls_error)?
+                                }
+                                Err(e) => return Err(tls_error(e)),
+                            };
+                            tx.truncate(start + written);
+                        }
+                        Out::CloseNotify => {
+                            if tx.capacity() == 0 {
+                                *tx = take_tx();
+                            }
+                            let start = tx.len();
+                            tx.resize(start + 64, 0);
+                            let written = write.queue_close_notify(&mut tx[start..]);
+                            tx.truncate(start + written.unwrap_or(0));
+                            *close_sent = true;
+                        }
+                    }
+                    Some(Next::Read)
+                }
+                ConnectionState::ReadEarlyData(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "TLS early data is not accepted",
+                    ))
+                }
+                _ => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "unexpected TLS connection state",
+                    ))
+                }
+            };
+            if discard > 0 {
+                rx.copy_within(discard..*rx_used, 0);
+                *rx_used -= discard;
+            }
+            if let Some(next) = next {
+                return Ok(next);
+            }
+        }
+    }
+
+    /// After a TLS error, sends the alert rustls queued for it, if the socket takes it now.
+    fn send_pending_alert(&mut self) {
+        for _ in 0..4 {
+            let UnbufferedStatus { state, .. } = self.conn.process_tls_records(&mut []);
+            let Ok(ConnectionState::EncodeTlsData(mut encode)) = state else {
+                break;
+            };
+            let mut buf = [0u8; 64];
+            if let Ok(n) = encode.encode(&mut buf) {
+                let _ = self.tcp.try_write(&buf[..n]);
+            }
+        }
+    }
+
+    /// Reads more ciphertext from the socket into `rx`. Ready once some bytes arrived or the
+    /// peer closed TCP (`read_eof`).
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            ready!(self.tcp.poll_read_ready(cx))?;
+            if self.rx.is_empty() {
+                self.rx = take_rx();
+            } else if self.rx_used == self.rx.len() {
+                // A handshake message spanning records: grow, within bounds.
+                if self.rx.len() >= RX_MAX {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "TLS handshake message too large",
+                    )));
+                }
+                let grown = (self.rx.len() * 2).min(RX_MAX);
+                self.rx.resize(grown, 0);
+            }
+            match self.tcp.try_read(&mut self.rx[self.rx_used..]) {
+                Ok(0) => {
+                    self.read_eof = true;
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(n) => {
+                    self.rx_used += n;
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if self.rx_used == 0 {
+                        give_rx(std::mem::take(&mut self.rx));
+                    }
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    /// Writes `tx` to the socket until it is empty, then gives the buffer back.
+    fn poll_flush_tx(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.tx_pos < self.tx.len() {
+            let n = ready!(Pin::new(&mut self.tcp).poll_write(cx, &self.tx[self.tx_pos..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.tx_pos += n;
+        }
+        self.tx_pos = 0;
+        give_tx(std::mem::take(&mut self.tx));
+        Poll::Ready(Ok(()))
+    }
+
+    /// Gives back whichever buffers are empty.
+    fn release_idle(&mut self) {
+        if self.rx_used == 0 && !self.rx.is_empty() {
+            give_rx(std::mem::take(&mut self.rx));
+        }
+        if self.plain_pos >= self.plain.len() && self.plain.capacity() != 0 {
+            self.plain = Vec::new();
+            self.plain_pos = 0;
+        }
+        if self.tx_pos >= self.tx.len() && self.tx.capacity() != 0 {
+            self.tx_pos = 0;
+            give_tx(std::mem::take(&mut self.tx));
+        }
+    }
+
+    /// Copies decrypted bytes to `buf`; true when it copied any.
+    fn copy_plain(&mut self, buf: &mut ReadBuf<'_>) -> bool {
+        let pending = &self.plain[self.plain_pos..];
+        if pending.is_empty() || buf.remaining() == 0 {
+            return false;
+        }
+        let n = pending.len().min(buf.remaining());
+        buf.put_slice(&pending[..n]);
+        self.plain_pos += n;
+        if self.plain_pos >= self.plain.len() {
+            self.plain = Vec::new();
+            self.plain_pos = 0;
+        }
+        true
+    }
+}
+
+impl AsyncRead for TlsStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if this.copy_plain(buf) || buf.remaining() == 0 {
+                return Poll::Ready(Ok(()));
+            }
+            if this.rx_used > 0 {
+                let next = this.process(Out::Nothing)?;
+                // Post-handshake messages (tickets, key updates) and alerts leave now; a
+                // full socket does not hold up reading.
+                if this.tx_pos < this.tx.len() {
+                    if let Poll::Ready(Err(e)) = this.poll_flush_tx(cx) {
+                        return Poll::Ready(Err(e));
+                    }
+                }
+                if this.copy_plain(buf) {
+                    if this.rx_used == 0 {
+                        give_rx(std::mem::take(&mut this.rx));
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+                if next == Next::Closed {
+                    this.read_eof = true;
+                }
+            }
+            if this.read_eof {
+                this.release_idle();
+                return Poll::Ready(Ok(()));
+            }
+            ready!(this.poll_fill(cx))?;
+        }
+    }
+}
+
+impl AsyncWrite for TlsStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if data.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        if this.close_sent {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        if this.tx.len() - this.tx_pos >= TX_HIGH {
+            ready!(this.poll_flush_tx(cx))?;
+        }
+        let take = data.len().min(WRITE_CHUNK);
+        this.process(Out::Data(&data[..take]))?;
+        Poll::Ready(Ok(take))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_flush_tx(cx))?;
+        Pin::new(&mut this.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.close_sent {
+            // Best effort: a connection already broken still shuts down.
+            let _ = this.process(Out::CloseNotify);
+            this.close_sent = true;
+        }
+        ready!(this.poll_flush_tx(cx))?;
+        Pin::new(&mut this.tcp).poll_shutdown(cx)
+    }
+}
