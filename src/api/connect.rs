@@ -1,15 +1,14 @@
-//! `GET /v1/connect`: the WebSocket upgrade. A token in the `Authorization` header is
-//! checked before upgrading (401/403 as JSON); otherwise the first frame must be `hello`.
+//! `GET /v1/connect`: the WebSocket upgrade (HTTP/1.1 `Upgrade`, or RFC 8441 extended
+//! CONNECT over HTTP/2). A token in the `Authorization` header is checked before upgrading
+//! (401/403 as JSON); otherwise the first frame must be `hello`.
 
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method as HttpMethod, StatusCode, Version};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use hyper_util::rt::TokioIo;
 
-use crate::gateway::protocol::MAX_CLIENT_FRAME;
-use crate::gateway::ws;
-use crate::gateway::{authenticate_device, DeviceAuthError};
+use crate::gateway::{authenticate_device, wire, ws, DeviceAuthError};
 
 use super::extract::bearer;
 use super::{ApiError, AppState, Method, RouteTable};
@@ -23,17 +22,59 @@ pub fn routes(t: &mut RouteTable) {
     );
 }
 
-/// Bytes tungstenite reads at a time (and keeps allocated for the connection's life).
-const READ_BUFFER: usize = 512;
+/// Whether a comma-separated header holds `token` (case-insensitive).
+fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
 
-async fn connect(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
-) -> Result<Response, ApiError> {
-    let upgrade =
-        upgrade.map_err(|e| ApiError::invalid(format!("expected a WebSocket upgrade: {e}")))?;
-    let identity = match bearer(&headers) {
+/// Checks the upgrade request; returns the `Sec-WebSocket-Accept` value for HTTP/1.1.
+fn check_upgrade(req: &Request) -> Result<Option<HeaderValue>, ApiError> {
+    let bad = |why: &str| ApiError::invalid(format!("expected a WebSocket upgrade: {why}"));
+    let headers = req.headers();
+    let version_ok = headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_some_and(|v| v.as_bytes() == b"13");
+    if req.version() >= Version::HTTP_2 {
+        let protocol = req.extensions().get::<hyper::ext::Protocol>();
+        if req.method() != HttpMethod::CONNECT
+            || !protocol.is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"))
+        {
+            return Err(bad("HTTP/2 needs CONNECT with :protocol websocket"));
+        }
+        if !version_ok {
+            return Err(bad("Sec-WebSocket-Version must be 13"));
+        }
+        return Ok(None);
+    }
+    if req.method() != HttpMethod::GET {
+        return Err(bad("the method must be GET"));
+    }
+    if !header_has(headers, header::CONNECTION, "upgrade")
+        || !header_has(headers, header::UPGRADE, "websocket")
+    {
+        return Err(bad(
+            "Connection: upgrade and Upgrade: websocket are required",
+        ));
+    }
+    if !version_ok {
+        return Err(bad("Sec-WebSocket-Version must be 13"));
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return Err(bad("Sec-WebSocket-Key is missing"));
+    };
+    let accept = HeaderValue::from_str(&wire::accept_key(key.as_bytes()))
+        .map_err(|_| bad("Sec-WebSocket-Key is malformed"))?;
+    Ok(Some(accept))
+}
+
+async fn connect(State(state): State<AppState>, mut req: Request) -> Result<Response, ApiError> {
+    let accept = check_upgrade(&req)?;
+    let identity = match bearer(req.headers()) {
         None => None,
         Some(token) => match authenticate_device(&state.store, token) {
             Ok(id) => Some(id),
@@ -50,14 +91,23 @@ async fn connect(
     if let Some(id) = &identity {
         super::events::check_room(&ctx, id)?;
     }
-    Ok(upgrade
-        // Small buffers: tungstenite's defaults cost ~135 KiB per idle connection. The read
-        // buffer is allocated up front for the connection's life and grows only for a frame
-        // that needs it; client frames are small (acks, opened, subscriptions).
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(8192)
-        .max_write_buffer_size(1024 * 1024)
-        .max_message_size(MAX_CLIENT_FRAME)
-        .max_frame_size(MAX_CLIENT_FRAME)
-        .on_upgrade(move |socket| ws::run(socket, ctx, identity)))
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        match upgrade.await {
+            Ok(upgraded) => ws::run(TokioIo::new(upgraded), ctx, identity).await,
+            Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
+        }
+    });
+    Ok(match accept {
+        Some(accept) => (
+            StatusCode::SWITCHING_PROTOCOLS,
+            [
+                (header::CONNECTION, HeaderValue::from_static("upgrade")),
+                (header::UPGRADE, HeaderValue::from_static("websocket")),
+                (header::SEC_WEBSOCKET_ACCEPT, accept),
+            ],
+        )
+            .into_response(),
+        None => StatusCode::OK.into_response(),
+    })
 }

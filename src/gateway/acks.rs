@@ -3,6 +3,8 @@
 //! writing frames while its acks commit, and a busy store gets one request per session per
 //! commit instead of one per ack frame.
 
+use std::future::Future as _;
+
 use tokio::sync::oneshot;
 
 use crate::store::{Store, StoreError};
@@ -54,6 +56,19 @@ impl AckPipe {
         match self.in_flight.as_mut() {
             Some(rx) => rx.await.unwrap_or(Err(StoreError::Closed)),
             None => std::future::pending().await,
+        }
+    }
+
+    /// [`AckPipe::done`] as a poll (pending when nothing is in flight).
+    pub fn poll_done(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<usize, StoreError>> {
+        match self.in_flight.as_mut() {
+            Some(rx) => std::pin::Pin::new(rx)
+                .poll(cx)
+                .map(|r| r.unwrap_or(Err(StoreError::Closed))),
+            None => std::task::Poll::Pending,
         }
     }
 

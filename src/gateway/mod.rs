@@ -13,7 +13,11 @@ pub mod registry;
 pub mod session;
 pub mod sse;
 pub mod unconfirmed;
+pub mod wire;
+#[cfg(test)]
+mod wire_tests;
 pub mod ws;
+pub mod ws_conn;
 
 pub use registry::{Registry, SessionHandle};
 pub use session::{authenticate_device, DeviceAuthError, DeviceIdentity, SessionSettings};

@@ -4,10 +4,11 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, Notify};
-use tokio_util::sync::CancellationToken;
+use futures_util::task::AtomicWaker;
+use tokio::sync::mpsc;
 
 use crate::store::tables::ALL_TOPIC;
 use crate::store::{CommitListener, Committed};
@@ -47,8 +48,9 @@ pub struct SessionHandle {
     lagged: AtomicBool,
     /// Whether the registry knows this session's topics (from a commit or the first read).
     topics_set: AtomicBool,
-    wake: Notify,
-    close: CancellationToken,
+    /// Wakes the session's task when `lagged` or `closing` is set.
+    wake: AtomicWaker,
+    closing: AtomicBool,
     reason: Mutex<Option<CloseReason>>,
 }
 
@@ -58,22 +60,38 @@ impl SessionHandle {
         self.lagged.swap(false, Ordering::AcqRel)
     }
 
-    /// Resolves when the outbox overflowed.
-    pub async fn lag_notified(&self) {
-        self.wake.notified().await;
+    /// Ready once the outbox overflowed (the flag stays set for [`Self::take_lagged`]).
+    /// One task waits on a handle: the session's own.
+    pub fn poll_lagged(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.wake.register(cx.waker());
+        if self.lagged.load(Ordering::Acquire) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Ready with the reason once the registry wants this session closed.
+    pub fn poll_closed(&self, cx: &mut Context<'_>) -> Poll<Option<CloseReason>> {
+        self.wake.register(cx.waker());
+        if self.closing.load(Ordering::Acquire) {
+            Poll::Ready(self.reason.lock().ok().and_then(|r| *r))
+        } else {
+            Poll::Pending
+        }
     }
 
     /// Resolves when the registry wants this session closed.
     pub async fn closed(&self) -> Option<CloseReason> {
-        self.close.cancelled().await;
-        self.reason.lock().ok().and_then(|r| *r)
+        std::future::poll_fn(|cx| self.poll_closed(cx)).await
     }
 
     fn close_with(&self, reason: CloseReason) {
         if let Ok(mut r) = self.reason.lock() {
             r.get_or_insert(reason);
         }
-        self.close.cancel();
+        self.closing.store(true, Ordering::Release);
+        self.wake.wake();
     }
 
     fn offer(&self, item: Shared) {
@@ -86,7 +104,7 @@ impl SessionHandle {
     /// Makes the session read the store again (outbox overflow, or a gap to report).
     fn wake_to_catch_up(&self) {
         self.lagged.store(true, Ordering::Release);
-        self.wake.notify_one();
+        self.wake.wake();
     }
 }
 
@@ -166,8 +184,8 @@ impl Registry {
             outbox: tx,
             lagged: AtomicBool::new(false),
             topics_set: AtomicBool::new(false),
-            wake: Notify::new(),
-            close: CancellationToken::new(),
+            wake: AtomicWaker::new(),
+            closing: AtomicBool::new(false),
             reason: Mutex::new(None),
         });
         let old = {

@@ -8,6 +8,7 @@
 //! commit is either in the store snapshot or in the outbox.
 
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -130,52 +131,35 @@ impl Session {
     /// # Errors
     /// Store errors while catching up.
     pub async fn next_frames(&mut self) -> Result<Vec<Shared>, StoreError> {
+        std::future::poll_fn(|cx| self.poll_next_frames(cx)).await
+    }
+
+    /// [`Session::next_frames`] as a poll, for connection loops that wait on several things
+    /// without holding a future for each.
+    ///
+    /// # Errors
+    /// Store errors while catching up.
+    pub fn poll_next_frames(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Vec<Shared>, StoreError>> {
         loop {
             if self.catching_up {
-                let mut frames = Vec::new();
-                if self.gap_told == 0 {
-                    let dropped = self.store.gap(&self.identity.app, &self.identity.device)?;
-                    if dropped > 0 {
-                        self.gap_told = dropped;
-                        frames.push(Arc::new(Outgoing {
-                            seq: 0,
-                            expires_at_ms: u64::MAX,
-                            frame: super::protocol::gap(dropped).into(),
-                            topic: None,
-                            id: None,
-                        }));
-                    }
+                match self.catch_up() {
+                    Ok(frames) if frames.is_empty() => continue,
+                    other => return Poll::Ready(other),
                 }
-                let page = self.store.pending_after(
-                    &self.identity.app,
-                    &self.identity.device,
-                    self.last_sent,
-                    self.store.now_ms(),
-                    self.max_batch,
-                )?;
-                if page.len() < self.max_batch {
-                    self.catching_up = false;
-                }
-                if let Some(last) = page.last() {
-                    self.last_sent = last.seq;
-                }
-                frames.extend(page.into_iter().map(|p| {
-                    Arc::new(Outgoing {
-                        seq: p.seq,
-                        expires_at_ms: p.expires_at_ms,
-                        frame: p.frame,
-                        topic: p.topic.map(Arc::from),
-                        id: Some(Arc::from(p.message_id)),
-                    })
-                }));
-                if !frames.is_empty() {
-                    return Ok(frames);
-                }
-                continue;
             }
-            let first = tokio::select! {
-                item = self.outbox.recv() => item,
-                () = self.handle.lag_notified() => None,
+            let first = match self.outbox.poll_recv(cx) {
+                Poll::Ready(Some(item)) => Some(item),
+                // The handle holds the sender, so the outbox never closes under a session.
+                Poll::Ready(None) => return Poll::Pending,
+                Poll::Pending => {
+                    if self.handle.poll_lagged(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    None
+                }
             };
             if self.handle.take_lagged() {
                 // Whatever overflowed is in the store; read it back from there.
@@ -198,9 +182,51 @@ impl Session {
                 };
             }
             if !frames.is_empty() {
-                return Ok(frames);
+                return Poll::Ready(Ok(frames));
             }
         }
+    }
+
+    /// One page of the mailbox after the last frame sent (with a `gap` frame first when
+    /// messages were dropped); clears `catching_up` when the page comes back short.
+    fn catch_up(&mut self) -> Result<Vec<Shared>, StoreError> {
+        let mut frames = Vec::new();
+        if self.gap_told == 0 {
+            let dropped = self.store.gap(&self.identity.app, &self.identity.device)?;
+            if dropped > 0 {
+                self.gap_told = dropped;
+                frames.push(Arc::new(Outgoing {
+                    seq: 0,
+                    expires_at_ms: u64::MAX,
+                    frame: super::protocol::gap(dropped).into(),
+                    topic: None,
+                    id: None,
+                }));
+            }
+        }
+        let page = self.store.pending_after(
+            &self.identity.app,
+            &self.identity.device,
+            self.last_sent,
+            self.store.now_ms(),
+            self.max_batch,
+        )?;
+        if page.len() < self.max_batch {
+            self.catching_up = false;
+        }
+        if let Some(last) = page.last() {
+            self.last_sent = last.seq;
+        }
+        frames.extend(page.into_iter().map(|p| {
+            Arc::new(Outgoing {
+                seq: p.seq,
+                expires_at_ms: p.expires_at_ms,
+                frame: p.frame,
+                topic: p.topic.map(Arc::from),
+                id: Some(Arc::from(p.message_id)),
+            })
+        }));
+        Ok(frames)
     }
 
     /// Skips everything up to `seq`: the client says it has it (SSE `Last-Event-ID`,

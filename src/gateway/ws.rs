@@ -1,28 +1,39 @@
 //! The WebSocket adapter: authenticates (header or `hello` frame), then runs the session
 //! loop: write what the session yields, read acks, ping on a timer, drop dead peers, and
 //! cut off consumers whose writes stall.
+//!
+//! An idle session is one small task: it waits in a single poll over the socket, the
+//! outbox, its ack in flight, the close signals and one timer, holding no buffer and no
+//! future per source. Everything that does work (writing, storing, closing) runs between
+//! waits, boxed, so its state is not part of the idle task.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 use super::acks::AckPipe;
 use super::client_ops::{self, ClientOpError};
 use super::protocol::{self, ClientFrame};
-use super::registry::{CloseReason, Outgoing, Registry};
+use super::registry::{CloseReason, Registry, Shared};
 use super::session::{
     authenticate_device, DeviceAuthError, DeviceIdentity, Session, SessionSettings,
 };
 use super::unconfirmed::DELIVERED_GRACE;
+use super::wire;
+use super::ws_conn::{ClientEvent, ReadEnd, WsConn};
 
 /// Close codes sent to clients (4000–4999 are ours).
 pub mod close_code {
+    pub const NORMAL: u16 = 1000;
     pub const GOING_AWAY: u16 = 1001;
     pub const PROTOCOL: u16 = 1002;
     pub const UNSUPPORTED: u16 = 1003;
@@ -72,94 +83,150 @@ impl WsContext {
     }
 }
 
-async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
-    let frame = CloseFrame {
-        code,
-        reason: Utf8Bytes::from_static(reason),
-    };
-    let _ = socket.send(Message::Close(Some(frame))).await;
-}
-
 /// Runs one WebSocket connection to its end. `identity` is set when the token came in a
 /// header and was checked before the upgrade.
-pub async fn run(mut socket: WebSocket, ctx: WsContext, identity: Option<DeviceIdentity>) {
-    let identity = match identity {
-        Some(id) => id,
-        None => match hello(&mut socket, &ctx).await {
-            Some(id) => id,
+pub async fn run<S>(io: S, ctx: WsContext, identity: Option<DeviceIdentity>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let mut conn = WsConn::new(io);
+    let limit = ctx.settings.write_timeout;
+    let (identity, early) = match identity {
+        Some(id) => (id, Vec::new()),
+        None => match Box::pin(hello(&mut conn, &ctx)).await {
+            Some(found) => found,
             None => return,
         },
     };
     if !matches!(ctx.app_has_room(&identity), Ok(Ok(()))) {
-        close(
-            &mut socket,
-            close_code::APP_FULL,
-            "the app has its maximum of connections",
-        )
-        .await;
+        let why = "the app has its maximum of connections";
+        conn.close(close_code::APP_FULL, why, limit).await;
         return;
     }
     let span = tracing::info_span!("session", app = %identity.app, device = %identity.device);
-    live(socket, ctx, identity).instrument(span).await;
+    live(conn, ctx, identity, early).instrument(span).await;
 }
 
-/// Waits for `{"type":"hello","token":…}` and authenticates it.
-async fn hello(socket: &mut WebSocket, ctx: &WsContext) -> Option<DeviceIdentity> {
-    let first = tokio::time::timeout(ctx.settings.hello_timeout, socket.next()).await;
-    let text = match first {
-        Ok(Some(Ok(Message::Text(text)))) => text,
-        Ok(Some(Ok(_))) => {
-            close(socket, close_code::PROTOCOL, "expected a hello frame").await;
+/// Waits for `{"type":"hello","token":…}` and authenticates it; returns the identity and
+/// any client messages that came in the same read after the hello.
+async fn hello<S>(
+    conn: &mut WsConn<S>,
+    ctx: &WsContext,
+) -> Option<(DeviceIdentity, Vec<ClientEvent>)>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let limit = ctx.settings.write_timeout;
+    let deadline = Instant::now() + ctx.settings.hello_timeout;
+    let mut events = Vec::new();
+    while events.is_empty() {
+        let read = std::future::poll_fn(|cx| conn.poll_events(cx));
+        match tokio::time::timeout_at(deadline, read).await {
+            Ok(Ok(got)) => events = got,
+            Ok(Err(ReadEnd::Wire(e))) => {
+                conn.close(e.close_code(), &e.to_string(), limit).await;
+                return None;
+            }
+            Ok(Err(_)) => return None,
+            Err(_) => {
+                conn.close(close_code::HELLO_TIMEOUT, "no hello in time", limit)
+                    .await;
+                return None;
+            }
+        }
+    }
+    let rest = events.split_off(1);
+    let token = match events.pop() {
+        Some(ClientEvent::Frame(ClientFrame::Hello { token })) => token,
+        Some(ClientEvent::Frame(_) | ClientEvent::Invalid(_)) => {
+            let mut out = Vec::new();
+            wire::put_text(
+                &mut out,
+                protocol::error("invalid_request", "expected a hello frame").as_bytes(),
+            );
+            let _ = conn.send(&out, limit).await;
+            conn.close(close_code::PROTOCOL, "expected a hello frame", limit)
+                .await;
             return None;
         }
-        Ok(_) => return None,
-        Err(_) => {
-            close(socket, close_code::HELLO_TIMEOUT, "no hello in time").await;
+        Some(ClientEvent::Close) | None => return None,
+        Some(_) => {
+            conn.close(close_code::PROTOCOL, "expected a hello frame", limit)
+                .await;
             return None;
         }
-    };
-    let Ok(ClientFrame::Hello { token }) = ClientFrame::parse(&text) else {
-        let _ = socket
-            .send(Message::Text(
-                protocol::error("invalid_request", "expected a hello frame").into(),
-            ))
-            .await;
-        close(socket, close_code::PROTOCOL, "expected a hello frame").await;
-        return None;
     };
     match authenticate_device(&ctx.store, &token) {
-        Ok(id) => Some(id),
+        Ok(id) => Some((id, rest)),
         Err(DeviceAuthError::Suspended) => {
-            close(socket, close_code::FORBIDDEN, "app suspended").await;
+            conn.close(close_code::FORBIDDEN, "app suspended", limit)
+                .await;
             None
         }
         Err(DeviceAuthError::Unauthenticated) => {
-            close(socket, close_code::UNAUTHENTICATED, "unauthenticated").await;
+            conn.close(close_code::UNAUTHENTICATED, "unauthenticated", limit)
+                .await;
             None
         }
         Err(DeviceAuthError::Store(e)) => {
             tracing::error!(error = %e, "device authentication failed on the store");
-            close(socket, close_code::INTERNAL, "unavailable").await;
+            conn.close(close_code::INTERNAL, "unavailable", limit).await;
             None
         }
     }
 }
 
-fn text_frame(item: &Outgoing) -> Option<Message> {
-    if let Ok(text) = Utf8Bytes::try_from(item.frame.clone()) {
-        Some(Message::Text(text))
-    } else {
-        tracing::error!(seq = item.seq, "stored frame is not UTF-8; skipped");
-        None
+/// What woke an idle session.
+enum Wake {
+    Closed(Option<CloseReason>),
+    Shutdown,
+    AckStored(Result<usize, StoreError>),
+    Client(Result<Vec<ClientEvent>, ReadEnd>),
+    Frames(Result<Vec<Shared>, StoreError>),
+    Timer,
+}
+
+/// How a step of the session ended.
+enum Step {
+    Go,
+    /// Close with this code and reason, then end.
+    Close(u16, &'static str),
+    /// End without a close frame (the peer is gone or too slow).
+    End,
+}
+
+/// The timers of a live session, as deadlines behind one sleep.
+struct Clock {
+    heartbeat: Duration,
+    next_ping: Instant,
+    next_confirm: Instant,
+    last_heard: Instant,
+    dead_after: Duration,
+}
+
+impl Clock {
+    fn next(&self) -> Instant {
+        self.next_ping.min(self.next_confirm)
     }
 }
 
-async fn live(mut socket: WebSocket, ctx: WsContext, identity: DeviceIdentity) {
+async fn live<S>(
+    mut conn: WsConn<S>,
+    ctx: WsContext,
+    identity: DeviceIdentity,
+    early: Vec<ClientEvent>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
     let settings = ctx.settings;
-    let welcome = protocol::welcome(&identity.device, settings.heartbeat.as_secs());
-    if socket.send(Message::Text(welcome.into())).await.is_err() {
+    let limit = settings.write_timeout;
+    let mut welcome = Vec::new();
+    let text = protocol::welcome(&identity.device, settings.heartbeat.as_secs());
+    wire::put_text(&mut welcome, text.as_bytes());
+    if conn.send(&welcome, limit).await.is_err() {
         return;
     }
+    drop(welcome);
     ctx.store
         .touch_device(&identity.app, &identity.device, crate::domain::now_ms())
         .await;
@@ -172,142 +239,272 @@ async fn live(mut socket: WebSocket, ctx: WsContext, identity: DeviceIdentity) {
         &settings,
     );
     let handle = Arc::clone(&session.handle);
-    let mut heartbeat = tokio::time::interval(settings.heartbeat);
-    heartbeat.tick().await;
-    let mut confirm = tokio::time::interval(DELIVERED_GRACE);
-    confirm.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_heard = Instant::now();
-    let dead_after = settings.heartbeat * 2 + settings.write_timeout;
+    let mut shutdown = Box::pin(ctx.shutdown.clone().cancelled_owned());
+    let now = Instant::now();
+    let mut clock = Clock {
+        heartbeat: settings.heartbeat,
+        next_ping: now + settings.heartbeat,
+        next_confirm: now + DELIVERED_GRACE,
+        last_heard: now,
+        dead_after: settings.heartbeat * 2 + settings.write_timeout,
+    };
+    let sleep = tokio::time::sleep_until(clock.next());
+    tokio::pin!(sleep);
     let mut acks = AckPipe::default();
-    loop {
-        tokio::select! {
-            reason = handle.closed() => {
-                let (code, why) = match reason {
-                    Some(CloseReason::Replaced) => (close_code::REPLACED, "replaced by a newer connection"),
-                    Some(CloseReason::DeviceRemoved) => (close_code::DEVICE_REMOVED, "device removed"),
-                    Some(CloseReason::AppClosed) | None => (close_code::FORBIDDEN, "app suspended or deleted"),
-                };
-                close(&mut socket, code, why).await;
-                break;
-            }
-            () = ctx.shutdown.cancelled() => {
-                close(&mut socket, close_code::GOING_AWAY, "server shutting down").await;
-                break;
-            }
-            frames = session.next_frames() => {
-                let frames = match frames {
-                    Ok(f) => f,
-                    Err(e) => {
-                        tracing::error!(error = %e, "reading the mailbox failed");
-                        close(&mut socket, close_code::INTERNAL, "unavailable").await;
-                        break;
-                    }
-                };
-                let write = async {
-                    for item in &frames {
-                        if let Some(msg) = text_frame(item) {
-                            socket.feed(msg).await?;
-                        }
-                    }
-                    socket.flush().await
-                };
-                // Cold paths are boxed: an idle session's task keeps only what its wait needs.
-                match tokio::time::timeout(settings.write_timeout, Box::pin(write)).await {
-                    Ok(Ok(())) => Box::pin(session.written(&frames)).await,
-                    Ok(Err(_)) => break,
-                    Err(_) => {
-                        tracing::info!("slow consumer cut off; its messages stay pending");
-                        break;
-                    }
-                }
-            }
-            incoming = socket.next() => {
-                let Some(Ok(msg)) = incoming else { break };
-                last_heard = Instant::now();
-                match msg {
-                    Message::Text(text) => {
-                        if !Box::pin(on_client_frame(&mut socket, &mut session, &mut acks, &text)).await {
-                            break;
-                        }
-                    }
-                    Message::Binary(_) => {
-                        close(&mut socket, close_code::UNSUPPORTED, "binary frames are not supported").await;
-                        break;
-                    }
-                    Message::Close(_) => break,
-                    Message::Ping(_) | Message::Pong(_) => {}
-                }
-            }
-            result = acks.done(), if acks.busy() => {
-                if let Err(e) = Box::pin(acks.committed(result, session.store(), &session.identity)).await {
-                    tracing::error!(error = %e, "storing acks failed");
-                    close(&mut socket, close_code::INTERNAL, "unavailable").await;
-                    break;
-                }
-            }
-            _ = confirm.tick() => Box::pin(session.flush_delivered(DELIVERED_GRACE)).await,
-            _ = heartbeat.tick() => {
-                if last_heard.elapsed() > dead_after {
-                    tracing::info!("peer silent past the heartbeat deadline; dropped");
-                    break;
-                }
-                let ping = socket.send(Message::Ping(bytes::Bytes::new()));
-                if !matches!(tokio::time::timeout(settings.write_timeout, ping).await, Ok(Ok(()))) {
-                    break;
-                }
-            }
+    let mut step = if early.is_empty() {
+        Step::Go
+    } else {
+        Box::pin(on_client(&mut conn, &mut session, &mut acks, early, limit)).await
+    };
+    let mut turn = false;
+    while matches!(step, Step::Go) {
+        if Instant::now() >= clock.next() {
+            step = Box::pin(on_timer(&mut conn, &mut session, &mut clock, limit)).await;
+            sleep.as_mut().reset(clock.next());
+            continue;
         }
+        turn = !turn;
+        let wake = std::future::poll_fn(|cx| {
+            poll_wake(
+                cx,
+                &handle,
+                shutdown.as_mut(),
+                &mut acks,
+                &mut conn,
+                &mut session,
+                sleep.as_mut(),
+                turn,
+            )
+        })
+        .await;
+        step = match wake {
+            Wake::Closed(reason) => {
+                let (code, why) = match reason {
+                    Some(CloseReason::Replaced) => {
+                        (close_code::REPLACED, "replaced by a newer connection")
+                    }
+                    Some(CloseReason::DeviceRemoved) => {
+                        (close_code::DEVICE_REMOVED, "device removed")
+                    }
+                    Some(CloseReason::AppClosed) | None => {
+                        (close_code::FORBIDDEN, "app suspended or deleted")
+                    }
+                };
+                Step::Close(code, why)
+            }
+            Wake::Shutdown => Step::Close(close_code::GOING_AWAY, "server shutting down"),
+            Wake::AckStored(result) => {
+                let stored = acks.committed(result, session.store(), &session.identity);
+                match Box::pin(stored).await {
+                    Ok(()) => Step::Go,
+                    Err(e) => {
+                        tracing::error!(error = %e, "storing acks failed");
+                        Step::Close(close_code::INTERNAL, "unavailable")
+                    }
+                }
+            }
+            Wake::Client(Ok(events)) => {
+                clock.last_heard = Instant::now();
+                Box::pin(on_client(&mut conn, &mut session, &mut acks, events, limit)).await
+            }
+            Wake::Client(Err(ReadEnd::Wire(e))) => {
+                tracing::debug!(error = %e, "protocol error from the client");
+                let code = e.close_code();
+                Box::pin(conn.close(code, "protocol error", limit)).await;
+                Step::End
+            }
+            Wake::Client(Err(_)) => Step::End,
+            Wake::Frames(Ok(frames)) => {
+                Box::pin(write_frames(&mut conn, &mut session, frames, limit)).await
+            }
+            Wake::Frames(Err(e)) => {
+                tracing::error!(error = %e, "reading the mailbox failed");
+                Step::Close(close_code::INTERNAL, "unavailable")
+            }
+            Wake::Timer => Step::Go,
+        };
     }
-    // Acks taken are stored before the session ends, so a reconnect does not resend them.
-    if let Err(e) = acks.finish(session.store(), &session.identity).await {
-        tracing::warn!(error = %e, "acks taken at disconnect were not stored");
+    if let Step::Close(code, why) = step {
+        Box::pin(conn.close(code, why, limit)).await;
     }
-    // Whatever was written and not acked was still delivered.
-    session.flush_delivered(std::time::Duration::ZERO).await;
-    tracing::debug!("disconnected");
+    drop(conn);
+    Box::pin(finish(session, acks)).await;
 }
 
-/// Handles one client frame; `false` ends the session.
-async fn on_client_frame(
-    socket: &mut WebSocket,
+/// The one wait of an idle session. `turn` alternates which of the socket and the outbox
+/// is looked at first, so neither starves the other.
+#[allow(clippy::too_many_arguments)]
+fn poll_wake<S>(
+    cx: &mut Context<'_>,
+    handle: &super::SessionHandle,
+    shutdown: Pin<&mut tokio_util::sync::WaitForCancellationFutureOwned>,
+    acks: &mut AckPipe,
+    conn: &mut WsConn<S>,
+    session: &mut Session,
+    sleep: Pin<&mut tokio::time::Sleep>,
+    turn: bool,
+) -> Poll<Wake>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if let Poll::Ready(reason) = handle.poll_closed(cx) {
+        return Poll::Ready(Wake::Closed(reason));
+    }
+    if shutdown.poll(cx).is_ready() {
+        return Poll::Ready(Wake::Shutdown);
+    }
+    if let Poll::Ready(result) = acks.poll_done(cx) {
+        return Poll::Ready(Wake::AckStored(result));
+    }
+    for pass in [turn, !turn] {
+        if pass {
+            if let Poll::Ready(read) = conn.poll_events(cx) {
+                return Poll::Ready(Wake::Client(read));
+            }
+        } else if let Poll::Ready(frames) = session.poll_next_frames(cx) {
+            return Poll::Ready(Wake::Frames(frames));
+        }
+    }
+    if sleep.poll(cx).is_ready() {
+        return Poll::Ready(Wake::Timer);
+    }
+    Poll::Pending
+}
+
+async fn write_frames<S>(
+    conn: &mut WsConn<S>,
+    session: &mut Session,
+    frames: Vec<Shared>,
+    limit: Duration,
+) -> Step
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let size: usize = frames.iter().map(|f| f.frame.len() + 10).sum();
+    let mut out = Vec::with_capacity(size);
+    for item in &frames {
+        wire::put_text(&mut out, &item.frame);
+    }
+    match conn.send(&out, limit).await {
+        Ok(()) => {
+            drop(out);
+            session.written(&frames).await;
+            Step::Go
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+            tracing::info!("slow consumer cut off; its messages stay pending");
+            Step::End
+        }
+        Err(_) => Step::End,
+    }
+}
+
+async fn on_timer<S>(
+    conn: &mut WsConn<S>,
+    session: &mut Session,
+    clock: &mut Clock,
+    limit: Duration,
+) -> Step
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let now = Instant::now();
+    if now >= clock.next_confirm {
+        session.flush_delivered(DELIVERED_GRACE).await;
+        clock.next_confirm = now + DELIVERED_GRACE;
+    }
+    if now >= clock.next_ping {
+        if now.duration_since(clock.last_heard) > clock.dead_after {
+            tracing::info!("peer silent past the heartbeat deadline; dropped");
+            return Step::End;
+        }
+        let mut ping = Vec::new();
+        wire::put_ping(&mut ping);
+        if conn.send(&ping, limit).await.is_err() {
+            return Step::End;
+        }
+        clock.next_ping = now + clock.heartbeat;
+    }
+    Step::Go
+}
+
+/// Handles what the client sent, in order.
+async fn on_client<S>(
+    conn: &mut WsConn<S>,
     session: &mut Session,
     acks: &mut AckPipe,
-    text: &str,
-) -> bool {
-    let frame = match ClientFrame::parse(text) {
-        Ok(frame) => frame,
-        Err(e) => {
-            let err = protocol::error("invalid_request", &e.to_string());
-            let _ = socket.send(Message::Text(err.into())).await;
-            close(socket, close_code::POLICY, "invalid frame").await;
-            return false;
+    events: Vec<ClientEvent>,
+    limit: Duration,
+) -> Step
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let mut replies = Vec::new();
+    let mut step = Step::Go;
+    for event in events {
+        step = match event {
+            ClientEvent::Frame(frame) => on_frame(session, acks, frame, &mut replies).await,
+            ClientEvent::Invalid(reason) => {
+                let err = protocol::error("invalid_request", &reason);
+                wire::put_text(&mut replies, err.as_bytes());
+                Step::Close(close_code::POLICY, "invalid frame")
+            }
+            ClientEvent::Ping(payload) => {
+                wire::put_pong(&mut replies, &payload);
+                Step::Go
+            }
+            ClientEvent::Pong => Step::Go,
+            ClientEvent::Binary => {
+                Step::Close(close_code::UNSUPPORTED, "binary frames are not supported")
+            }
+            ClientEvent::Close => Step::Close(close_code::NORMAL, ""),
+        };
+        if !matches!(step, Step::Go) {
+            break;
         }
-    };
+    }
+    if !replies.is_empty() && conn.send(&replies, limit).await.is_err() {
+        return Step::End;
+    }
+    step
+}
+
+/// Handles one client frame.
+async fn on_frame(
+    session: &mut Session,
+    acks: &mut AckPipe,
+    frame: ClientFrame,
+    replies: &mut Vec<u8>,
+) -> Step {
     if let ClientFrame::Ack { ids } = frame {
         session.acked(&ids);
         return match acks.ack(session.store(), &session.identity, ids).await {
-            Ok(()) => true,
+            Ok(()) => Step::Go,
             Err(e) => {
                 tracing::error!(error = %e, "storing acks failed");
-                close(socket, close_code::INTERNAL, "unavailable").await;
-                false
+                Step::Close(close_code::INTERNAL, "unavailable")
             }
         };
     }
-    match client_ops::apply(session.store(), &session.identity, frame).await {
-        Ok(()) => true,
-        Err(ClientOpError::Forbidden(m)) => {
-            let err = protocol::error("forbidden", &m);
-            socket.send(Message::Text(err.into())).await.is_ok()
-        }
-        Err(ClientOpError::Invalid(m)) => {
-            let err = protocol::error("invalid_request", &m);
-            socket.send(Message::Text(err.into())).await.is_ok()
-        }
+    let message = match client_ops::apply(session.store(), &session.identity, frame).await {
+        Ok(()) => return Step::Go,
+        Err(ClientOpError::Forbidden(m)) => protocol::error("forbidden", &m),
+        Err(ClientOpError::Invalid(m)) => protocol::error("invalid_request", &m),
         Err(ClientOpError::Store(e)) => {
             tracing::error!(error = %e, "storing a client request failed");
-            close(socket, close_code::INTERNAL, "unavailable").await;
-            false
+            return Step::Close(close_code::INTERNAL, "unavailable");
         }
+    };
+    wire::put_text(replies, message.as_bytes());
+    Step::Go
+}
+
+/// The session is over: acks taken are stored, so a reconnect does not resend them, and
+/// whatever was written and not acked still counts as delivered.
+async fn finish(mut session: Session, mut acks: AckPipe) {
+    if let Err(e) = acks.finish(session.store(), &session.identity).await {
+        tracing::warn!(error = %e, "acks taken at disconnect were not stored");
     }
+    session.flush_delivered(Duration::ZERO).await;
+    tracing::debug!("disconnected");
 }

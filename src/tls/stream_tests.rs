@@ -62,7 +62,9 @@ async fn pair(
     let addr = listener.local_addr().expect("addr");
     let accept = async {
         let (tcp, _) = listener.accept().await.expect("accept");
-        TlsStream::accept(tcp, server).await.expect("server handshake")
+        TlsStream::accept(tcp, server)
+            .await
+            .expect("server handshake")
     };
     let connect = async {
         let tcp = TcpStream::connect(addr).await.expect("connect");
@@ -172,7 +174,10 @@ async fn close_notify_ends_reads_on_both_sides() {
         .expect("in time")
         .expect("the client sees a clean close, not a truncation");
     assert!(rest.is_empty());
-    assert!(srv.write_all(b"late").await.is_err(), "no writes after close");
+    assert!(
+        srv.write_all(b"late").await.is_err(),
+        "no writes after close"
+    );
 }
 
 #[tokio::test]
