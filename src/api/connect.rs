@@ -6,7 +6,6 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method as HttpMethod, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use hyper_util::rt::TokioIo;
 
 use crate::gateway::{authenticate_device, wire, ws, DeviceAuthError};
 
@@ -92,12 +91,7 @@ async fn connect(State(state): State<AppState>, mut req: Request) -> Result<Resp
         super::events::check_room(&ctx, id)?;
     }
     let upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
-        match upgrade.await {
-            Ok(upgraded) => ws::run(TokioIo::new(upgraded), ctx, identity).await,
-            Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
-        }
-    });
+    tokio::spawn(ws::run(upgrade, ctx, identity));
     Ok(match accept {
         Some(accept) => (
             StatusCode::SWITCHING_PROTOCOLS,

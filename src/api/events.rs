@@ -2,6 +2,7 @@
 //! `GET /v1/events`, long-poll `GET /v1/poll`, and `POST /v1/ack`, `/v1/opened`,
 //! `/v1/subscribe`, `/v1/unsubscribe`. Same auth, limits and semantics as WebSocket.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -31,15 +32,8 @@ pub fn routes(t: &mut RouteTable) {
     t.add("/v1/unsubscribe", &[Method::POST], post(unsubscribe));
 }
 
-pub(super) fn context(state: &AppState) -> WsContext {
-    WsContext {
-        store: state.store.clone(),
-        registry: state.registry.clone(),
-        settings: state.sessions,
-        shutdown: state.shutdown.clone(),
-        metrics: state.metrics.clone(),
-        config: state.config.clone(),
-    }
+pub(super) fn context(state: &AppState) -> Arc<WsContext> {
+    Arc::clone(&state.gateway)
 }
 
 /// 429 when the device's app already holds its maximum of connections.

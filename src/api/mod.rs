@@ -57,6 +57,8 @@ pub struct AppState {
     pub console: Arc<session::ConsoleSessions>,
     /// The data dir (backups are assembled there).
     pub data_dir: std::path::PathBuf,
+    /// What every device connection shares (one allocation for all of them).
+    pub gateway: Arc<crate::gateway::ws::WsContext>,
 }
 
 /// Every route with its methods, registered in one call each, so the list the OpenAPI test

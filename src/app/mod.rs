@@ -238,8 +238,22 @@ impl App {
             auth_throttle: Arc::default(),
             console: Arc::default(),
             data_dir: self.data_dir.clone(),
+            gateway: Arc::new(crate::gateway::ws::WsContext {
+                store: self.store.clone(),
+                registry: self.registry.clone(),
+                settings: sessions,
+                shutdown: self.shutdown.clone(),
+                metrics: Arc::clone(&self.metrics),
+                config: self.config_tx.subscribe(),
+            }),
         };
         let tracker = TaskTracker::new();
+        // Live sessions learn of the shutdown from the registry, like any other close.
+        let (registry, shutdown) = (self.registry.clone(), self.shutdown.clone());
+        tracker.spawn(async move {
+            shutdown.cancelled().await;
+            registry.close_all(crate::gateway::registry::CloseReason::ServerStopping);
+        });
         if let (Some((cert, key)), Some(tls)) = (self.tls_files, &self.tls) {
             tracker.spawn(crate::tls::reload::watch_files(
                 cert,

@@ -18,7 +18,7 @@ pub const MAX_WAIT: Duration = Duration::from_secs(60);
 /// # Errors
 /// Store errors while reading the mailbox.
 pub async fn poll(
-    ctx: WsContext,
+    ctx: Arc<WsContext>,
     identity: DeviceIdentity,
     wait: Duration,
     after: Option<u64>,

@@ -1,14 +1,13 @@
 //! Device → live session. The store's writer hands every committed delivery here, in commit
 //! order; each session gets the same encoded `Bytes` frame through its bounded outbox.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
-use tokio::sync::mpsc;
 
 use crate::store::tables::ALL_TOPIC;
 use crate::store::{CommitListener, Committed};
@@ -39,12 +38,16 @@ pub enum CloseReason {
     DeviceRemoved,
     /// The app was suspended or deleted.
     AppClosed,
+    /// The server is shutting down.
+    ServerStopping,
 }
 
 /// The registry's side of one live session.
 pub struct SessionHandle {
     id: u64,
-    outbox: mpsc::Sender<Shared>,
+    /// The outbox: at most `capacity` frames; it allocates only while it holds some.
+    queue: Mutex<VecDeque<Shared>>,
+    capacity: usize,
     lagged: AtomicBool,
     /// Whether the registry knows this session's topics (from a commit or the first read).
     topics_set: AtomicBool,
@@ -95,16 +98,59 @@ impl SessionHandle {
     }
 
     fn offer(&self, item: Shared) {
-        match self.outbox.try_send(item) {
-            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => self.wake_to_catch_up(),
+        let mut queue = lock_ignoring_poison(&self.queue);
+        if queue.len() >= self.capacity {
+            drop(queue);
+            self.wake_to_catch_up();
+            return;
         }
+        queue.push_back(item);
+        drop(queue);
+        self.wake.wake();
     }
 
     /// Makes the session read the store again (outbox overflow, or a gap to report).
     fn wake_to_catch_up(&self) {
         self.lagged.store(true, Ordering::Release);
         self.wake.wake();
+    }
+}
+
+fn lock_ignoring_poison<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The session's end of its outbox.
+pub struct Outbox {
+    handle: Arc<SessionHandle>,
+}
+
+/// An outbox that held more than this many slots gives its memory back once drained.
+const OUTBOX_KEEP: usize = 64;
+
+impl Outbox {
+    /// The next queued frame; pending (and woken by the next offer) while there is none.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Shared> {
+        self.handle.wake.register(cx.waker());
+        match self.try_recv() {
+            Some(item) => Poll::Ready(item),
+            None => Poll::Pending,
+        }
+    }
+
+    /// The next queued frame, if any.
+    pub fn try_recv(&mut self) -> Option<Shared> {
+        let mut queue = lock_ignoring_poison(&self.handle.queue);
+        let item = queue.pop_front();
+        if queue.is_empty() && queue.capacity() > OUTBOX_KEEP {
+            *queue = VecDeque::new();
+        }
+        item
+    }
+
+    /// Waits for the next queued frame.
+    pub async fn recv(&mut self) -> Option<Shared> {
+        Some(std::future::poll_fn(|cx| self.poll_recv(cx)).await)
     }
 }
 
@@ -154,6 +200,8 @@ pub struct Registry {
     // an await, so contention stays short.
     apps: Mutex<HashMap<String, AppSessions>>,
     next_id: AtomicU64,
+    /// Set by [`Registry::close_all`]: sessions registering afterwards are closed at once.
+    stopping: AtomicBool,
 }
 
 impl Registry {
@@ -170,6 +218,15 @@ impl Registry {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Tells every live session, and any that registers from now on, to close.
+    pub fn close_all(&self, reason: CloseReason) {
+        self.stopping.store(true, Ordering::Release);
+        let apps = self.lock();
+        for h in apps.values().flat_map(|s| s.devices.values()) {
+            h.close_with(reason);
+        }
+    }
+
     /// Registers a session for a device, closing any older one of the same device.
     /// Register before reading the store: whatever commits afterwards reaches the outbox.
     pub fn register(
@@ -177,11 +234,11 @@ impl Registry {
         app: &str,
         device: &str,
         capacity: usize,
-    ) -> (Arc<SessionHandle>, mpsc::Receiver<Shared>) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
+    ) -> (Arc<SessionHandle>, Outbox) {
         let handle = Arc::new(SessionHandle {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
-            outbox: tx,
+            queue: Mutex::new(VecDeque::new()),
+            capacity: capacity.max(1),
             lagged: AtomicBool::new(false),
             topics_set: AtomicBool::new(false),
             wake: AtomicWaker::new(),
@@ -196,10 +253,16 @@ impl Registry {
                 .devices
                 .insert(device.to_owned(), Arc::clone(&handle))
         };
+        let outbox = Outbox {
+            handle: Arc::clone(&handle),
+        };
+        if self.stopping.load(Ordering::Acquire) {
+            handle.close_with(CloseReason::ServerStopping);
+        }
         if let Some(old) = old {
             old.close_with(CloseReason::Replaced);
         }
-        (handle, rx)
+        (handle, outbox)
     }
 
     /// Sets a new session's topics as read from the store after registering, unless a

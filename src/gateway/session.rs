@@ -11,12 +11,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-
 use crate::auth::{parse_token, verify_secret, TokenKind};
 use crate::store::{Store, StoreError};
 
-use super::registry::{Outgoing, Registry, SessionHandle, Shared};
+use super::registry::{Outbox, Outgoing, Registry, SessionHandle, Shared};
 use super::unconfirmed::{Marks, Unconfirmed};
 
 /// Settings every session of the process shares.
@@ -81,7 +79,7 @@ pub struct Session {
     pub handle: Arc<SessionHandle>,
     store: Store,
     registry: Arc<Registry>,
-    outbox: mpsc::Receiver<Shared>,
+    outbox: Outbox,
     last_sent: u64,
     catching_up: bool,
     /// Dropped messages announced in the `gap` frame about to be written.
@@ -151,9 +149,7 @@ impl Session {
                 }
             }
             let first = match self.outbox.poll_recv(cx) {
-                Poll::Ready(Some(item)) => Some(item),
-                // The handle holds the sender, so the outbox never closes under a session.
-                Poll::Ready(None) => return Poll::Pending,
+                Poll::Ready(item) => Some(item),
                 Poll::Pending => {
                     if self.handle.poll_lagged(cx).is_pending() {
                         return Poll::Pending;
@@ -176,7 +172,7 @@ impl Session {
                     frames.push(item);
                 }
                 next = if frames.len() < self.max_batch {
-                    self.outbox.try_recv().ok()
+                    self.outbox.try_recv()
                 } else {
                     None
                 };

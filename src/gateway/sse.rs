@@ -32,7 +32,7 @@ fn record(item: &Outgoing) -> Bytes {
 
 /// Starts a session and returns the body stream of its SSE response.
 pub fn open(
-    ctx: WsContext,
+    ctx: Arc<WsContext>,
     identity: DeviceIdentity,
     last_event_id: Option<u64>,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> {
@@ -45,7 +45,7 @@ pub fn open(
 }
 
 async fn run(
-    ctx: WsContext,
+    ctx: Arc<WsContext>,
     identity: DeviceIdentity,
     last_event_id: Option<u64>,
     tx: mpsc::Sender<Bytes>,
@@ -86,6 +86,7 @@ async fn run(
                 let why = match reason {
                     Some(CloseReason::Replaced) => "replaced",
                     Some(CloseReason::DeviceRemoved) => "device_removed",
+                    Some(CloseReason::ServerStopping) => "going_away",
                     Some(CloseReason::AppClosed) | None => "app_closed",
                 };
                 let _ = send(Bytes::from(format!("event: close\ndata: {{\"reason\":\"{why}\"}}\n\n"))).await;

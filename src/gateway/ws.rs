@@ -83,28 +83,93 @@ impl WsContext {
     }
 }
 
-/// Runs one WebSocket connection to its end. `identity` is set when the token came in a
-/// header and was checked before the upgrade.
-pub async fn run<S>(io: S, ctx: WsContext, identity: Option<DeviceIdentity>)
+/// Runs one WebSocket connection to its end, from the HTTP upgrade on. `identity` is set
+/// when the token came in a header and was checked before the upgrade.
+///
+/// This is the one future a connection's task holds: everything lives here once, and the
+/// steps below borrow it (an `async fn` keeps its arguments for its whole life, so passing
+/// owned state down a chain of them would store it at every level).
+pub async fn run(
+    upgrade: hyper::upgrade::OnUpgrade,
+    ctx: Arc<WsContext>,
+    identity: Option<DeviceIdentity>,
+) {
+    let io = match upgrade.await {
+        Ok(upgraded) => hyper_util::rt::TokioIo::new(upgraded),
+        Err(e) => {
+            tracing::debug!(error = %e, "WebSocket upgrade failed");
+            return;
+        }
+    };
+    let mut conn = WsConn::new(io);
+    let Some((mut session, early)) = Box::pin(open(&mut conn, &ctx, identity)).await else {
+        return;
+    };
+    let _counted = crate::metrics::ConnectionGuard::new(&ctx.metrics, "websocket");
+    let mut acks = AckPipe::default();
+    let step = live(&mut conn, &ctx, &mut session, &mut acks, early).await;
+    let span = session_span(&session.identity);
+    Box::pin(
+        async {
+            if let Step::Close(code, why) = step {
+                conn.close(code, why, ctx.settings.write_timeout).await;
+            }
+            finish(session, acks).await;
+        }
+        .instrument(span),
+    )
+    .await;
+}
+
+/// The span of a session's work: it is made for each step, not kept for the session's
+/// life, so an idle connection holds no span (about 300 bytes in the log subscriber).
+fn session_span(id: &DeviceIdentity) -> tracing::Span {
+    tracing::info_span!("session", app = %id.app, device = %id.device)
+}
+
+/// Authenticates (the `hello` frame when the header had no token), checks the app has
+/// room, sends `welcome` and registers the session. Returns the session and what the
+/// client sent after its hello, or `None` when the connection is over.
+async fn open<S>(
+    conn: &mut WsConn<S>,
+    ctx: &WsContext,
+    identity: Option<DeviceIdentity>,
+) -> Option<(Session, Vec<ClientEvent>)>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let mut conn = WsConn::new(io);
-    let limit = ctx.settings.write_timeout;
+    let settings = &ctx.settings;
+    let limit = settings.write_timeout;
     let (identity, early) = match identity {
         Some(id) => (id, Vec::new()),
-        None => match Box::pin(hello(&mut conn, &ctx)).await {
-            Some(found) => found,
-            None => return,
-        },
+        None => hello(conn, ctx).await?,
     };
     if !matches!(ctx.app_has_room(&identity), Ok(Ok(()))) {
         let why = "the app has its maximum of connections";
         conn.close(close_code::APP_FULL, why, limit).await;
-        return;
+        return None;
     }
-    let span = tracing::info_span!("session", app = %identity.app, device = %identity.device);
-    live(conn, ctx, identity, early).instrument(span).await;
+    let span = session_span(&identity);
+    async {
+        let mut welcome = Vec::new();
+        let text = protocol::welcome(&identity.device, settings.heartbeat.as_secs());
+        wire::put_text(&mut welcome, text.as_bytes());
+        conn.send(&welcome, limit).await.ok()?;
+        let now_ms = crate::domain::now_ms();
+        ctx.store
+            .touch_device(&identity.app, &identity.device, now_ms)
+            .await;
+        tracing::debug!("connected");
+        let session = Session::start(
+            ctx.store.clone(),
+            Arc::clone(&ctx.registry),
+            identity,
+            settings,
+        );
+        Some((session, early))
+    }
+    .instrument(span)
+    .await
 }
 
 /// Waits for `{"type":"hello","token":…}` and authenticates it; returns the identity and
@@ -179,7 +244,6 @@ where
 /// What woke an idle session.
 enum Wake {
     Closed(Option<CloseReason>),
-    Shutdown,
     AckStored(Result<usize, StoreError>),
     Client(Result<Vec<ClientEvent>, ReadEnd>),
     Frames(Result<Vec<Shared>, StoreError>),
@@ -210,36 +274,21 @@ impl Clock {
     }
 }
 
+/// The session loop; returns how it ended. Only the wait happens outside a span: each
+/// step runs boxed (its state is not part of the idle task) inside the session's span.
 async fn live<S>(
-    mut conn: WsConn<S>,
-    ctx: WsContext,
-    identity: DeviceIdentity,
+    conn: &mut WsConn<S>,
+    ctx: &WsContext,
+    session: &mut Session,
+    acks: &mut AckPipe,
     early: Vec<ClientEvent>,
-) where
+) -> Step
+where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let settings = ctx.settings;
+    let settings = &ctx.settings;
     let limit = settings.write_timeout;
-    let mut welcome = Vec::new();
-    let text = protocol::welcome(&identity.device, settings.heartbeat.as_secs());
-    wire::put_text(&mut welcome, text.as_bytes());
-    if conn.send(&welcome, limit).await.is_err() {
-        return;
-    }
-    drop(welcome);
-    ctx.store
-        .touch_device(&identity.app, &identity.device, crate::domain::now_ms())
-        .await;
-    tracing::debug!("connected");
-    let _counted = crate::metrics::ConnectionGuard::new(&ctx.metrics, "websocket");
-    let mut session = Session::start(
-        ctx.store.clone(),
-        Arc::clone(&ctx.registry),
-        identity,
-        &settings,
-    );
     let handle = Arc::clone(&session.handle);
-    let mut shutdown = Box::pin(ctx.shutdown.clone().cancelled_owned());
     let now = Instant::now();
     let mut clock = Clock {
         heartbeat: settings.heartbeat,
@@ -250,94 +299,99 @@ async fn live<S>(
     };
     let sleep = tokio::time::sleep_until(clock.next());
     tokio::pin!(sleep);
-    let mut acks = AckPipe::default();
     let mut step = if early.is_empty() {
         Step::Go
     } else {
-        Box::pin(on_client(&mut conn, &mut session, &mut acks, early, limit)).await
+        let span = session_span(&session.identity);
+        Box::pin(on_client(conn, session, acks, early, limit).instrument(span)).await
     };
     let mut turn = false;
     while matches!(step, Step::Go) {
         if Instant::now() >= clock.next() {
-            step = Box::pin(on_timer(&mut conn, &mut session, &mut clock, limit)).await;
+            let span = session_span(&session.identity);
+            step = Box::pin(on_timer(conn, session, &mut clock, limit).instrument(span)).await;
             sleep.as_mut().reset(clock.next());
             continue;
         }
         turn = !turn;
         let wake = std::future::poll_fn(|cx| {
-            poll_wake(
-                cx,
-                &handle,
-                shutdown.as_mut(),
-                &mut acks,
-                &mut conn,
-                &mut session,
-                sleep.as_mut(),
-                turn,
-            )
+            poll_wake(cx, &handle, acks, conn, session, sleep.as_mut(), turn)
         })
         .await;
-        step = match wake {
-            Wake::Closed(reason) => {
-                let (code, why) = match reason {
-                    Some(CloseReason::Replaced) => {
-                        (close_code::REPLACED, "replaced by a newer connection")
-                    }
-                    Some(CloseReason::DeviceRemoved) => {
-                        (close_code::DEVICE_REMOVED, "device removed")
-                    }
-                    Some(CloseReason::AppClosed) | None => {
-                        (close_code::FORBIDDEN, "app suspended or deleted")
-                    }
-                };
-                Step::Close(code, why)
-            }
-            Wake::Shutdown => Step::Close(close_code::GOING_AWAY, "server shutting down"),
-            Wake::AckStored(result) => {
-                let stored = acks.committed(result, session.store(), &session.identity);
-                match Box::pin(stored).await {
-                    Ok(()) => Step::Go,
-                    Err(e) => {
-                        tracing::error!(error = %e, "storing acks failed");
-                        Step::Close(close_code::INTERNAL, "unavailable")
-                    }
-                }
-            }
-            Wake::Client(Ok(events)) => {
-                clock.last_heard = Instant::now();
-                Box::pin(on_client(&mut conn, &mut session, &mut acks, events, limit)).await
-            }
-            Wake::Client(Err(ReadEnd::Wire(e))) => {
-                tracing::debug!(error = %e, "protocol error from the client");
-                let code = e.close_code();
-                Box::pin(conn.close(code, "protocol error", limit)).await;
-                Step::End
-            }
-            Wake::Client(Err(_)) => Step::End,
-            Wake::Frames(Ok(frames)) => {
-                Box::pin(write_frames(&mut conn, &mut session, frames, limit)).await
-            }
-            Wake::Frames(Err(e)) => {
-                tracing::error!(error = %e, "reading the mailbox failed");
-                Step::Close(close_code::INTERNAL, "unavailable")
-            }
-            Wake::Timer => Step::Go,
-        };
+        if matches!(wake, Wake::Timer) {
+            continue;
+        }
+        if let Wake::Client(Ok(_)) = wake {
+            clock.last_heard = Instant::now();
+        }
+        let span = session_span(&session.identity);
+        step = Box::pin(on_wake(conn, session, acks, wake, limit).instrument(span)).await;
     }
-    if let Step::Close(code, why) = step {
-        Box::pin(conn.close(code, why, limit)).await;
-    }
-    drop(conn);
-    Box::pin(finish(session, acks)).await;
+    step
 }
 
-/// The one wait of an idle session. `turn` alternates which of the socket and the outbox
+/// Handles what woke the session.
+async fn on_wake<S>(
+    conn: &mut WsConn<S>,
+    session: &mut Session,
+    acks: &mut AckPipe,
+    wake: Wake,
+    limit: Duration,
+) -> Step
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    match wake {
+        Wake::Closed(reason) => {
+            let (code, why) = match reason {
+                Some(CloseReason::Replaced) => {
+                    (close_code::REPLACED, "replaced by a newer connection")
+                }
+                Some(CloseReason::DeviceRemoved) => (close_code::DEVICE_REMOVED, "device removed"),
+                Some(CloseReason::ServerStopping) => {
+                    (close_code::GOING_AWAY, "server shutting down")
+                }
+                Some(CloseReason::AppClosed) | None => {
+                    (close_code::FORBIDDEN, "app suspended or deleted")
+                }
+            };
+            Step::Close(code, why)
+        }
+        Wake::AckStored(result) => {
+            match acks
+                .committed(result, session.store(), &session.identity)
+                .await
+            {
+                Ok(()) => Step::Go,
+                Err(e) => {
+                    tracing::error!(error = %e, "storing acks failed");
+                    Step::Close(close_code::INTERNAL, "unavailable")
+                }
+            }
+        }
+        Wake::Client(Ok(events)) => on_client(conn, session, acks, events, limit).await,
+        Wake::Client(Err(ReadEnd::Wire(e))) => {
+            tracing::debug!(error = %e, "protocol error from the client");
+            conn.close(e.close_code(), "protocol error", limit).await;
+            Step::End
+        }
+        Wake::Client(Err(_)) => Step::End,
+        Wake::Frames(Ok(frames)) => write_frames(conn, session, frames, limit).await,
+        Wake::Frames(Err(e)) => {
+            tracing::error!(error = %e, "reading the mailbox failed");
+            Step::Close(close_code::INTERNAL, "unavailable")
+        }
+        Wake::Timer => Step::Go,
+    }
+}
+
+/// The one wait of an idle session (the server's shutdown comes as a close from the
+/// registry). `turn` alternates which of the socket and the outbox
 /// is looked at first, so neither starves the other.
 #[allow(clippy::too_many_arguments)]
 fn poll_wake<S>(
     cx: &mut Context<'_>,
     handle: &super::SessionHandle,
-    shutdown: Pin<&mut tokio_util::sync::WaitForCancellationFutureOwned>,
     acks: &mut AckPipe,
     conn: &mut WsConn<S>,
     session: &mut Session,
@@ -349,9 +403,6 @@ where
 {
     if let Poll::Ready(reason) = handle.poll_closed(cx) {
         return Poll::Ready(Wake::Closed(reason));
-    }
-    if shutdown.poll(cx).is_ready() {
-        return Poll::Ready(Wake::Shutdown);
     }
     if let Poll::Ready(result) = acks.poll_done(cx) {
         return Poll::Ready(Wake::AckStored(result));
