@@ -78,7 +78,11 @@ impl MessageCache {
     fn put(&mut self, app: &str, id: String, record: Option<MessageRecord>, dirty: bool) {
         let slots = match self.apps.get_mut(app) {
             Some(slots) => slots,
-            None => self.apps.entry(app.to_owned()).or_default(),
+            // Sized for a busy batch, so it does not regrow in every commit.
+            None => self
+                .apps
+                .entry(app.to_owned())
+                .or_insert_with(|| HashMap::with_capacity(64)),
         };
         slots.insert(id, Slot { record, dirty });
     }

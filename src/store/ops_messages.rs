@@ -340,7 +340,7 @@ pub(crate) fn send_now(
             state.events.push(Committed::Deliver {
                 app: app.to_owned(),
                 id: op.id.clone(),
-                devices: devices.clone(),
+                devices,
                 seq,
                 expires_at_ms: live_expires_at_ms,
                 frame,

@@ -147,7 +147,7 @@ pub(crate) struct WriterState {
     /// Events of the current transaction, published after it commits.
     pub events: Vec<Committed>,
     /// Statistics of the current transaction, by (app, minute), written before it commits.
-    pub stats: HashMap<(String, u64), StatsRow>,
+    pub stats: HashMap<String, HashMap<u64, StatsRow>>,
     /// The per-app counts written by the current transaction, reported once it commits.
     pub counted: Vec<(String, StatsRow)>,
     pub next_stats_gc_ms: u64,
@@ -163,7 +163,12 @@ impl WriterState {
     /// Adds to this minute's statistics of an app.
     pub fn count(&mut self, app: &str, f: impl FnOnce(&mut StatsRow)) {
         let minute = self.clock / 60_000;
-        f(self.stats.entry((app.to_owned(), minute)).or_default());
+        // Looked up by `&str` first: a push or ack of a known app allocates nothing here.
+        let rows = match self.stats.get_mut(app) {
+            Some(rows) => rows,
+            None => self.stats.entry(app.to_owned()).or_default(),
+        };
+        f(rows.entry(minute).or_default());
     }
 
     fn tick(&mut self) {
@@ -424,8 +429,15 @@ fn flush_stats(txn: &redb::WriteTransaction, state: &mut WriterState) -> Result<
         return Ok(());
     }
     let mut table = txn.open_table(STATS)?;
-    let deltas: Vec<((String, u64), StatsRow)> = state.stats.drain().collect();
-    for ((app, minute), delta) in deltas {
+    let deltas: Vec<(String, u64, StatsRow)> = state
+        .stats
+        .drain()
+        .flat_map(|(app, rows)| {
+            rows.into_iter()
+                .map(move |(minute, delta)| (app.clone(), minute, delta))
+        })
+        .collect();
+    for (app, minute, delta) in deltas {
         let mut row = table
             .get((app.as_str(), minute))?
             .map(|v| StatsRow::decode(v.value()))
