@@ -105,6 +105,8 @@ for name, title in (("flat", "unicast, flat out"), ("rate", "unicast, fixed rate
         "missing": med(runs, "missing"),
         "client_cpu_cores": med(runs, "client_cpu_cores"),
         "server_cpu_cores": med(runs, "server_cpu_cores"),
+        "server_cpu_us_per_push": med(runs, "server_cpu_us_per_push"),
+        "writer_cpu_us_per_push": med(runs, "writer_cpu_us_per_push"),
     }
     summary[name] = row
     rate = f" at {r0['target_rate']:.0f}/s" if r0.get("target_rate") else ""
@@ -123,6 +125,9 @@ for name, title in (("flat", "unicast, flat out"), ("rate", "unicast, fixed rate
               + (f"   runs that fell behind the rate (<95 %): {short}" if short else ""))
     print(f"  errors {fmt(row['errors'], nd=0)}, missing {fmt(row['missing'], nd=0)}, "
           f"CPU client {fmt(row['client_cpu_cores'], nd=2)} + server {fmt(row['server_cpu_cores'], nd=2)} cores")
+    print(f"  server CPU      {fmt(row['server_cpu_us_per_push'], ' µs', 1)} per push, of it the store writer "
+          f"{fmt(row['writer_cpu_us_per_push'], ' µs', 1)}   (each run: "
+          f"{', '.join(fmt(r.get('server_cpu_us_per_push'), '', 1) for r in runs)})")
 runs = load("conn")
 if runs:
     row = {

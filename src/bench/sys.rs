@@ -30,7 +30,22 @@ pub fn vm_rss_kib(pid: u32) -> Option<u64> {
 /// User + system CPU seconds a process (or this one, with `None`) has used so far.
 #[must_use]
 pub fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
-    let stat = std::fs::read_to_string(proc_dir(pid).join("stat")).ok()?;
+    stat_cpu_seconds(&proc_dir(pid).join("stat"))
+}
+
+/// User + system CPU seconds of the first thread of a process named `name` (its `comm`,
+/// e.g. the server's `warbler-writer`).
+#[must_use]
+pub fn thread_cpu_seconds(pid: u32, name: &str) -> Option<f64> {
+    let tasks = std::fs::read_dir(proc_dir(Some(pid)).join("task")).ok()?;
+    tasks.flatten().find_map(|task| {
+        let comm = std::fs::read_to_string(task.path().join("comm")).ok()?;
+        (comm.trim_end() == name).then(|| stat_cpu_seconds(&task.path().join("stat")))?
+    })
+}
+
+fn stat_cpu_seconds(path: &std::path::Path) -> Option<f64> {
+    let stat = std::fs::read_to_string(path).ok()?;
     // Fields after the command name, which is in parentheses and may hold spaces.
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -72,6 +87,9 @@ mod tests {
         assert!(vm_rss_kib(pid).is_some_and(|k| k > 0));
         assert!(cpu_seconds(None).is_some());
         assert!(cpu_seconds(Some(pid)).is_some());
+        let me = std::fs::read_to_string("/proc/thread-self/comm").expect("comm");
+        assert!(thread_cpu_seconds(pid, me.trim_end()).is_some());
+        assert!(thread_cpu_seconds(pid, "no-such-thread").is_none());
         assert!(open_files_limit().is_some_and(|n| n > 0));
         assert!(open_files().is_some_and(|n| n > 0));
     }

@@ -94,6 +94,11 @@ pub struct Report {
     /// Average cores busy during the push phase.
     pub client_cpu_cores: Option<f64>,
     pub server_cpu_cores: Option<f64>,
+    /// Server CPU time over the push phase (warm-up included) per push accepted in it: the
+    /// steadier figure when the box is shared. Includes the devices' acks and connections.
+    pub server_cpu_us_per_push: Option<f64>,
+    /// Of that, the store writer thread's (`warbler-writer`) share.
+    pub writer_cpu_us_per_push: Option<f64>,
     pub server_rss_kib: Option<u64>,
 }
 
@@ -149,6 +154,9 @@ pub async fn run(endpoint: Arc<Endpoint>, opts: Options) -> anyhow::Result<Repor
 
     let client_cpu0 = sys::cpu_seconds(None);
     let server_cpu0 = opts.server_pid.and_then(|p| sys::cpu_seconds(Some(p)));
+    let writer_cpu0 = opts
+        .server_pid
+        .and_then(|p| sys::thread_cpu_seconds(p, WRITER_THREAD));
     progress(show, &opts.describe());
     let ids: Arc<Vec<String>> = Arc::new(devices.into_iter().map(|d| d.device_id).collect());
     let mut workers = tokio::task::JoinSet::new();
@@ -171,6 +179,16 @@ pub async fn run(endpoint: Arc<Endpoint>, opts: Options) -> anyhow::Result<Repor
     let server_cpu = opts
         .server_pid
         .and_then(|p| cores_busy(Some(p), server_cpu0, epoch));
+    let pushed = shared.accepted.load(Ordering::Relaxed);
+    let server_cpu_us_per_push = opts
+        .server_pid
+        .and_then(|p| per_push_us(sys::cpu_seconds(Some(p))? - server_cpu0?, pushed));
+    let writer_cpu_us_per_push = opts.server_pid.and_then(|p| {
+        per_push_us(
+            sys::thread_cpu_seconds(p, WRITER_THREAD)? - writer_cpu0?,
+            pushed,
+        )
+    });
 
     let (e2e, device_disconnects) = drain(&shared, receivers, &stop).await?;
     ticker.abort();
@@ -212,6 +230,8 @@ pub async fn run(endpoint: Arc<Endpoint>, opts: Options) -> anyhow::Result<Repor
         rate_held: opts.rate.map(|r| round3(accepted_per_s / r)),
         client_cpu_cores: client_cpu,
         server_cpu_cores: server_cpu,
+        server_cpu_us_per_push,
+        writer_cpu_us_per_push,
         server_rss_kib,
     })
 }
@@ -238,6 +258,15 @@ async fn connect_devices(
 fn cores_busy(pid: Option<u32>, cpu_then: Option<f64>, since: Instant) -> Option<f64> {
     let now = sys::cpu_seconds(pid)?;
     Some(round3((now - cpu_then?) / since.elapsed().as_secs_f64()))
+}
+
+/// The server thread that commits every write (named in `store::writer`).
+const WRITER_THREAD: &str = "warbler-writer";
+
+/// CPU seconds per push, in µs, rounded to 0.1.
+#[allow(clippy::cast_precision_loss)] // push counts stay far below 2^52
+fn per_push_us(cpu_seconds: f64, pushes: u64) -> Option<f64> {
+    (pushes > 0).then(|| (cpu_seconds / pushes as f64 * 10_000_000.0).round() / 10.0)
 }
 
 /// Client `i` of `k` at a total of `rate`/s: (interval, offset of its first send).
@@ -577,6 +606,12 @@ impl Report {
             let _ = write!(s, "  CPU           client {c:.2} cores");
             if let Some(sv) = self.server_cpu_cores {
                 let _ = write!(s, ", server {sv:.2} cores");
+            }
+            if let Some(us) = self.server_cpu_us_per_push {
+                let _ = write!(s, "; server {us:.1} µs per push");
+            }
+            if let Some(us) = self.writer_cpu_us_per_push {
+                let _ = write!(s, " (store writer {us:.1})");
             }
             let _ = writeln!(s);
         }

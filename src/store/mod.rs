@@ -8,6 +8,7 @@ mod backup;
 mod calls;
 mod error;
 mod msg_cache;
+mod open_tables;
 mod ops_apps;
 mod ops_console;
 mod ops_delivery;

@@ -8,10 +8,11 @@
 
 use std::collections::HashMap;
 
-use redb::{ReadableTable, WriteTransaction};
+use redb::ReadableTable;
 
+use super::open_tables::Tables;
 use super::records::MessageRecord;
-use super::tables::{from_json, to_json, MESSAGES};
+use super::tables::{from_json, to_json};
 use super::StoreError;
 
 /// The batch's view of message records, by app then message id (looked up by `&str`, so a
@@ -34,11 +35,11 @@ impl MessageCache {
     }
 
     /// Writes the changed records into the transaction and empties the cache.
-    pub fn flush(&mut self, txn: &WriteTransaction) -> Result<(), StoreError> {
+    pub fn flush(&mut self, tables: &mut Tables<'_>) -> Result<(), StoreError> {
         if self.apps.is_empty() {
             return Ok(());
         }
-        let mut table = txn.open_table(MESSAGES)?;
+        let table = tables.messages()?;
         for (app, slots) in self.apps.drain() {
             for (id, slot) in slots {
                 if let (true, Some(m)) = (slot.dirty, slot.record) {
@@ -54,13 +55,13 @@ impl MessageCache {
 
     fn slot(
         &mut self,
-        txn: &WriteTransaction,
+        tables: &mut Tables<'_>,
         app: &str,
         id: &str,
     ) -> Result<&mut Slot, StoreError> {
         if !self.apps.get(app).is_some_and(|s| s.contains_key(id)) {
             let record = {
-                let table = txn.open_table(MESSAGES)?;
+                let table = tables.messages()?;
                 let value = table.get((app, id))?;
                 value
                     .map(|v| from_json("messages", v.value()))
@@ -77,7 +78,11 @@ impl MessageCache {
     fn put(&mut self, app: &str, id: String, record: Option<MessageRecord>, dirty: bool) {
         let slots = match self.apps.get_mut(app) {
             Some(slots) => slots,
-            None => self.apps.entry(app.to_owned()).or_default(),
+            // Sized for a busy batch, so it does not regrow in every commit.
+            None => self
+                .apps
+                .entry(app.to_owned())
+                .or_insert_with(|| HashMap::with_capacity(64)),
         };
         slots.insert(id, Slot { record, dirty });
     }
@@ -85,34 +90,34 @@ impl MessageCache {
 
 /// The record as this batch sees it (a copy; see [`update`] to change it in place).
 pub(crate) fn load(
-    txn: &WriteTransaction,
+    tables: &mut Tables<'_>,
     cache: &mut MessageCache,
     app: &str,
     id: &str,
 ) -> Result<Option<MessageRecord>, StoreError> {
-    Ok(cache.slot(txn, app, id)?.record.clone())
+    Ok(cache.slot(tables, app, id)?.record.clone())
 }
 
 /// Reads the record without copying it: `f` sees it, or `None` if there is none.
 pub(crate) fn peek<R>(
-    txn: &WriteTransaction,
+    tables: &mut Tables<'_>,
     cache: &mut MessageCache,
     app: &str,
     id: &str,
     f: impl FnOnce(Option<&MessageRecord>) -> R,
 ) -> Result<R, StoreError> {
-    Ok(f(cache.slot(txn, app, id)?.record.as_ref()))
+    Ok(f(cache.slot(tables, app, id)?.record.as_ref()))
 }
 
 /// Changes the record in place (written when the batch commits); `None` if there is none.
 pub(crate) fn update<R>(
-    txn: &WriteTransaction,
+    tables: &mut Tables<'_>,
     cache: &mut MessageCache,
     app: &str,
     id: &str,
     f: impl FnOnce(&mut MessageRecord) -> R,
 ) -> Result<Option<R>, StoreError> {
-    let slot = cache.slot(txn, app, id)?;
+    let slot = cache.slot(tables, app, id)?;
     Ok(slot.record.as_mut().map(|m| {
         slot.dirty = true;
         f(m)
@@ -127,13 +132,13 @@ pub(crate) fn save(cache: &mut MessageCache, app: &str, m: MessageRecord) {
 
 /// Deletes the record now, and any change to it this batch still held.
 pub(crate) fn remove(
-    txn: &WriteTransaction,
+    tables: &mut Tables<'_>,
     cache: &mut MessageCache,
     app: &str,
     id: &str,
 ) -> Result<(), StoreError> {
     cache.put(app, id.to_owned(), None, false);
-    txn.open_table(MESSAGES)?.remove((app, id))?;
+    tables.messages()?.remove((app, id))?;
     Ok(())
 }
 

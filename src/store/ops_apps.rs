@@ -1,7 +1,8 @@
 //! Writes for apps, credentials and console users (applied by the writer thread).
 
-use redb::{ReadableTable, WriteTransaction};
+use redb::ReadableTable;
 
+use super::open_tables::Tables;
 use super::records::{AppRecord, CredentialRecord, UserRecord};
 use super::tables::{
     from_json, to_json, APPS, APP_CREDENTIALS, CONSOLE_USERS, CREDENTIALS, META, META_INITIALIZED,
@@ -28,14 +29,15 @@ pub struct FirstStartOp {
     pub app: NewApp,
 }
 
-pub(crate) fn first_start(txn: &WriteTransaction, op: FirstStartOp) -> Result<(), StoreError> {
-    let mut meta = txn.open_table(META)?;
+pub(crate) fn first_start(tables: &mut Tables<'_>, op: FirstStartOp) -> Result<(), StoreError> {
+    let mut meta = tables.txn.open_table(META)?;
     if meta.get(META_INITIALIZED)?.is_some() {
         return Err(StoreError::Conflict(
             "the store is initialized already".into(),
         ));
     }
-    if txn
+    if tables
+        .txn
         .open_table(APPS)?
         .get(op.app.record.name.as_str())?
         .is_some()
@@ -44,37 +46,42 @@ pub(crate) fn first_start(txn: &WriteTransaction, op: FirstStartOp) -> Result<()
     }
     meta.insert(META_INITIALIZED, 1)?;
     drop(meta);
-    txn.open_table(CONSOLE_USERS)?.insert(
+    tables.txn.open_table(CONSOLE_USERS)?.insert(
         op.owner.login.as_str(),
         to_json("console_users", &op.owner)?.as_slice(),
     )?;
-    insert_credential(txn, &op.admin_token)?;
-    insert_app(txn, &op.app)
+    insert_credential(tables, &op.admin_token)?;
+    insert_app(tables, &op.app)
 }
 
-fn insert_credential(txn: &WriteTransaction, cred: &CredentialRecord) -> Result<(), StoreError> {
-    txn.open_table(CREDENTIALS)?
+fn insert_credential(tables: &mut Tables<'_>, cred: &CredentialRecord) -> Result<(), StoreError> {
+    tables
+        .txn
+        .open_table(CREDENTIALS)?
         .insert(cred.id.as_str(), to_json("credentials", cred)?.as_slice())?;
     if let Some(app) = &cred.app {
-        txn.open_table(APP_CREDENTIALS)?
+        tables
+            .txn
+            .open_table(APP_CREDENTIALS)?
             .insert((app.as_str(), cred.id.as_str()), ())?;
     }
     Ok(())
 }
 
-fn insert_app(txn: &WriteTransaction, app: &NewApp) -> Result<(), StoreError> {
-    txn.open_table(APPS)?.insert(
+fn insert_app(tables: &mut Tables<'_>, app: &NewApp) -> Result<(), StoreError> {
+    tables.txn.open_table(APPS)?.insert(
         app.record.name.as_str(),
         to_json("apps", &app.record)?.as_slice(),
     )?;
     for cred in &app.credentials {
-        insert_credential(txn, cred)?;
+        insert_credential(tables, cred)?;
     }
     Ok(())
 }
 
-pub(crate) fn create_app(txn: &WriteTransaction, app: NewApp) -> Result<(), StoreError> {
-    if txn
+pub(crate) fn create_app(tables: &mut Tables<'_>, app: NewApp) -> Result<(), StoreError> {
+    if tables
+        .txn
         .open_table(APPS)?
         .get(app.record.name.as_str())?
         .is_some()
@@ -84,16 +91,16 @@ pub(crate) fn create_app(txn: &WriteTransaction, app: NewApp) -> Result<(), Stor
             app.record.name
         )));
     }
-    insert_app(txn, &app)
+    insert_app(tables, &app)
 }
 
 pub(crate) fn update_app(
-    txn: &WriteTransaction,
+    tables: &mut Tables<'_>,
     state: &mut WriterState,
     app: &str,
     update: Box<dyn FnOnce(&mut AppRecord) + Send>,
 ) -> Result<AppRecord, StoreError> {
-    let mut apps = txn.open_table(APPS)?;
+    let mut apps = tables.txn.open_table(APPS)?;
     let mut record: AppRecord = match apps.get(app)? {
         Some(v) => from_json("apps", v.value())?,
         None => return Err(StoreError::NotFound),
@@ -112,20 +119,20 @@ pub(crate) fn update_app(
 
 /// Deletes the app, its credentials and all its devices with their mailboxes.
 pub(crate) fn delete_app(
-    txn: &WriteTransaction,
+    tables: &mut Tables<'_>,
     state: &mut WriterState,
     app: &str,
 ) -> Result<(), StoreError> {
-    if txn.open_table(APPS)?.get(app)?.is_none() {
+    if tables.txn.open_table(APPS)?.get(app)?.is_none() {
         return Err(StoreError::NotFound);
     }
     // Close its sessions as "app closed" before its devices' own removal events.
     state.events.push(Committed::AppClosed {
         app: app.to_owned(),
     });
-    txn.open_table(APPS)?.remove(app)?;
+    tables.txn.open_table(APPS)?.remove(app)?;
     let cred_ids: Vec<String> = {
-        let table = txn.open_table(APP_CREDENTIALS)?;
+        let table = tables.txn.open_table(APP_CREDENTIALS)?;
         let mut ids = Vec::new();
         for row in table.range((app, "")..)? {
             let (k, _) = row?;
@@ -138,58 +145,59 @@ pub(crate) fn delete_app(
         ids
     };
     {
-        let mut creds = txn.open_table(CREDENTIALS)?;
-        let mut index = txn.open_table(APP_CREDENTIALS)?;
+        let mut creds = tables.txn.open_table(CREDENTIALS)?;
+        let mut index = tables.txn.open_table(APP_CREDENTIALS)?;
         for id in &cred_ids {
             creds.remove(id.as_str())?;
             index.remove((app, id.as_str()))?;
         }
     }
-    for device in ops_devices::device_ids(txn, app)? {
-        ops_devices::delete(txn, state, app, &device)?;
+    for device in ops_devices::device_ids(tables, app)? {
+        ops_devices::delete(tables, state, app, &device)?;
     }
     super::msg_cache::forget_app(&mut state.messages, app);
-    delete_app_rows(txn, app)?;
+    delete_app_rows(tables, app)?;
     Ok(())
 }
 
 pub(crate) fn create_credential(
-    txn: &WriteTransaction,
+    tables: &mut Tables<'_>,
     cred: NewCredential,
 ) -> Result<(), StoreError> {
     if let Some(app) = &cred.0.app {
-        if txn.open_table(APPS)?.get(app.as_str())?.is_none() {
+        if tables.txn.open_table(APPS)?.get(app.as_str())?.is_none() {
             return Err(StoreError::NotFound);
         }
     }
-    if txn
+    if tables
+        .txn
         .open_table(CREDENTIALS)?
         .get(cred.0.id.as_str())?
         .is_some()
     {
         return Err(StoreError::Conflict("credential id collision".into()));
     }
-    insert_credential(txn, &cred.0)
+    insert_credential(tables, &cred.0)
 }
 
 pub(crate) fn revoke_credential(
-    txn: &WriteTransaction,
+    tables: &mut Tables<'_>,
     app: &str,
     id: &str,
 ) -> Result<(), StoreError> {
-    let mut index = txn.open_table(APP_CREDENTIALS)?;
+    let mut index = tables.txn.open_table(APP_CREDENTIALS)?;
     if index.get((app, id))?.is_none() {
         return Err(StoreError::NotFound);
     }
     index.remove((app, id))?;
-    txn.open_table(CREDENTIALS)?.remove(id)?;
+    tables.txn.open_table(CREDENTIALS)?.remove(id)?;
     Ok(())
 }
 
 /// Deletes the rows of an app-first table whose first key part is `app`, in one pass.
 macro_rules! delete_app_rows {
-    ($txn:expr, $table:expr, $app:expr, $start:expr, |$k:ident| $owned:expr) => {{
-        let mut table = $txn.open_table($table)?;
+    ($table:expr, $app:expr, $start:expr, |$k:ident| $owned:expr) => {{
+        let table = $table;
         let keys: Vec<_> = {
             let mut out = Vec::new();
             for row in table.range($start)? {
@@ -244,58 +252,69 @@ impl<'a> AsKey<'a> for (String, String, u64) {
 /// Everything else an app owns once its devices are gone: messages, bodies, topic logs,
 /// topic counts, collapse keys, idempotency keys and statistics. Time-keyed indexes
 /// (expiry, schedule) skip rows whose app or message is gone.
-fn delete_app_rows(txn: &WriteTransaction, app: &str) -> Result<(), StoreError> {
-    use super::tables::{
-        BODIES, COLLAPSE_TOPIC, IDEMPOTENCY, MESSAGES, MSG_RECIPIENTS, STATS, TOPIC_COUNTS,
-        TOPIC_LOG,
-    };
-    delete_app_rows!(txn, MESSAGES, app, (app, "").., |k| (
+fn delete_app_rows(tables: &mut Tables<'_>, app: &str) -> Result<(), StoreError> {
+    use super::tables::{COLLAPSE_TOPIC, IDEMPOTENCY, STATS, TOPIC_COUNTS, TOPIC_LOG};
+    delete_app_rows!(tables.messages()?, app, (app, "").., |k| (
         k.value().0.to_owned(),
         k.value().1.to_owned()
     ));
-    delete_app_rows!(txn, BODIES, app, (app, 0u64).., |k| (
+    delete_app_rows!(tables.bodies()?, app, (app, 0u64).., |k| (
         k.value().0.to_owned(),
         k.value().1
     ));
-    delete_app_rows!(txn, TOPIC_LOG, app, (app, "", 0u64).., |k| (
-        k.value().0.to_owned(),
-        k.value().1.to_owned(),
-        k.value().2
-    ));
-    delete_app_rows!(txn, TOPIC_COUNTS, app, (app, "").., |k| (
-        k.value().0.to_owned(),
-        k.value().1.to_owned()
-    ));
-    delete_app_rows!(txn, COLLAPSE_TOPIC, app, (app, "", "").., |k| (
+    delete_app_rows!(
+        &mut tables.txn.open_table(TOPIC_LOG)?,
+        app,
+        (app, "", 0u64)..,
+        |k| (k.value().0.to_owned(), k.value().1.to_owned(), k.value().2)
+    );
+    delete_app_rows!(
+        &mut tables.txn.open_table(TOPIC_COUNTS)?,
+        app,
+        (app, "")..,
+        |k| (k.value().0.to_owned(), k.value().1.to_owned())
+    );
+    delete_app_rows!(
+        &mut tables.txn.open_table(COLLAPSE_TOPIC)?,
+        app,
+        (app, "", "")..,
+        |k| (
+            k.value().0.to_owned(),
+            k.value().1.to_owned(),
+            k.value().2.to_owned()
+        )
+    );
+    delete_app_rows!(tables.msg_recipients()?, app, (app, "", "").., |k| (
         k.value().0.to_owned(),
         k.value().1.to_owned(),
         k.value().2.to_owned()
     ));
-    delete_app_rows!(txn, MSG_RECIPIENTS, app, (app, "", "").., |k| (
-        k.value().0.to_owned(),
-        k.value().1.to_owned(),
-        k.value().2.to_owned()
-    ));
-    delete_app_rows!(txn, IDEMPOTENCY, app, (app, "").., |k| (
-        k.value().0.to_owned(),
-        k.value().1.to_owned()
-    ));
-    delete_app_rows!(txn, STATS, app, (app, 0u64).., |k| (
-        k.value().0.to_owned(),
-        k.value().1
-    ));
+    delete_app_rows!(
+        &mut tables.txn.open_table(IDEMPOTENCY)?,
+        app,
+        (app, "")..,
+        |k| (k.value().0.to_owned(), k.value().1.to_owned())
+    );
+    delete_app_rows!(
+        &mut tables.txn.open_table(STATS)?,
+        app,
+        (app, 0u64)..,
+        |k| (k.value().0.to_owned(), k.value().1)
+    );
     Ok(())
 }
 
 /// Appends one audit record, keyed by time and a unique sequence number.
 pub(crate) fn audit(
-    txn: &WriteTransaction,
+    tables: &mut Tables<'_>,
     state: &mut WriterState,
     record: &super::records::AuditRecord,
 ) -> Result<(), StoreError> {
     let seq = state.next_seq;
     state.next_seq += 1;
-    txn.open_table(super::tables::AUDIT)?
+    tables
+        .txn
+        .open_table(super::tables::AUDIT)?
         .insert((record.at_ms, seq), to_json("audit", record)?.as_slice())?;
     Ok(())
 }

@@ -1,8 +1,9 @@
 //! Writes for console users (applied by the writer thread): create, update and delete,
 //! keeping at least one owner at all times.
 
-use redb::{ReadableTable, WriteTransaction};
+use redb::ReadableTable;
 
+use super::open_tables::Tables;
 use super::records::{Role, UserRecord};
 use super::tables::{from_json, to_json, CONSOLE_USERS};
 use super::StoreError;
@@ -21,8 +22,8 @@ pub enum ConsoleOp {
 }
 
 /// Applies one console change; answers with the user as it is now (or was, when deleted).
-pub(crate) fn apply(txn: &WriteTransaction, op: ConsoleOp) -> Result<UserRecord, StoreError> {
-    let mut table = txn.open_table(CONSOLE_USERS)?;
+pub(crate) fn apply(tables: &mut Tables<'_>, op: ConsoleOp) -> Result<UserRecord, StoreError> {
+    let mut table = tables.txn.open_table(CONSOLE_USERS)?;
     match op {
         ConsoleOp::CreateUser(user) => {
             if table.get(user.login.as_str())?.is_some() {

@@ -4,25 +4,23 @@
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
-use redb::{ReadableTable, WriteTransaction};
+use redb::ReadableTable;
 
 use super::msg_cache;
+use super::open_tables::Tables;
 use super::records::{Lifecycle, MessageRecord};
-use super::tables::{
-    Cursor, MailboxEntry, BODIES, DEVICE_PENDING, MAILBOX, MSG_RECIPIENTS, SCHEDULE, SUBSCRIPTIONS,
-    TOPIC_LOG,
-};
+use super::tables::{Cursor, MailboxEntry, SCHEDULE, SUBSCRIPTIONS, TOPIC_LOG};
 use super::writer::WriterState;
 use super::StoreError;
 
 /// The message record as the batch being built sees it (see [`msg_cache`]).
 pub(crate) fn load_message(
-    txn: &WriteTransaction,
+    tables: &mut Tables<'_>,
     state: &mut WriterState,
     app: &str,
     id: &str,
 ) -> Result<Option<MessageRecord>, StoreError> {
-    msg_cache::load(txn, &mut state.messages, app, id)
+    msg_cache::load(tables, &mut state.messages, app, id)
 }
 
 /// Replaces a message record; written once when the batch commits.
@@ -41,10 +39,42 @@ pub(crate) enum Outcome {
     DeviceRemoved,
 }
 
+/// The device a push to exactly one device was stored for, from its record's target
+/// (`device:<id>`). Such a push has no `msg_recipients` rows: its target names the device.
+pub(crate) fn single_device(target: &str) -> Option<&str> {
+    target.strip_prefix("device:")
+}
+
+/// The devices a direct message was stored for: its `msg_recipients` rows, and the device
+/// its target names when it went to exactly one (stores written before that shortcut have
+/// a row for it too; it is listed once).
+pub(crate) fn recipients(
+    tables: &mut Tables<'_>,
+    app: &str,
+    id: &str,
+    target: &str,
+) -> Result<Vec<String>, StoreError> {
+    let mut out = Vec::new();
+    for row in tables.msg_recipients()?.range((app, id, "")..)? {
+        let (k, ()) = (row?.0, ());
+        let (a, msg, device) = k.value();
+        if a != app || msg != id {
+            break;
+        }
+        out.push(device.to_owned());
+    }
+    if let Some(device) = single_device(target) {
+        if !out.iter().any(|d| d == device) {
+            out.push(device.to_owned());
+        }
+    }
+    Ok(out)
+}
+
 /// Removes one mailbox entry and updates everything that counts it: the recipients index,
 /// the device's pending count, the message's counts, and the body once nobody holds it.
 pub(crate) fn release_entry(
-    txn: &WriteTransaction,
+    tables: &mut Tables<'_>,
     state: &mut WriterState,
     app: &str,
     device: &str,
@@ -52,11 +82,9 @@ pub(crate) fn release_entry(
     entry: &MailboxEntry,
     outcome: Outcome,
 ) -> Result<(), StoreError> {
-    txn.open_table(MAILBOX)?.remove((app, device, seq))?;
-    txn.open_table(MSG_RECIPIENTS)?
-        .remove((app, entry.message_id.as_str(), device))?;
+    tables.mailbox()?.remove((app, device, seq))?;
     {
-        let mut pending = txn.open_table(DEVICE_PENDING)?;
+        let pending = tables.device_pending()?;
         let n = pending.get((app, device))?.map_or(0, |v| v.value());
         if n <= 1 {
             pending.remove((app, device))?;
@@ -66,7 +94,9 @@ pub(crate) fn release_entry(
     }
     // The record changes in place; what it adds to the statistics is applied after.
     let (mut acked, mut delivered, mut expired) = (0, 0, 0);
-    let left = msg_cache::update(txn, &mut state.messages, app, &entry.message_id, |m| {
+    let mut indexed = true;
+    let left = msg_cache::update(tables, &mut state.messages, app, &entry.message_id, |m| {
+        indexed = single_device(&m.target).is_none();
         m.pending = m.pending.saturating_sub(1);
         match outcome {
             Outcome::Acked => {
@@ -93,8 +123,13 @@ pub(crate) fn release_entry(
         }
         m.pending
     })?;
+    if indexed {
+        tables
+            .msg_recipients()?
+            .remove((app, entry.message_id.as_str(), device))?;
+    }
     if left.is_none_or(|pending| pending == 0) {
-        txn.open_table(BODIES)?.remove((app, seq))?;
+        tables.bodies()?.remove((app, seq))?;
     }
     if acked + delivered + expired > 0 {
         state.count(app, |s| {
@@ -111,7 +146,7 @@ pub(crate) fn release_entry(
 /// sequence order, whatever order the client sent them in, and each topic cursor is read
 /// and written once per request.
 pub(crate) fn ack(
-    txn: &WriteTransaction,
+    tables: &mut Tables<'_>,
     state: &mut WriterState,
     app: &str,
     device: &str,
@@ -120,7 +155,7 @@ pub(crate) fn ack(
     // (seq, id, topic, live only) of each known message, in sequence order, once each.
     let mut order: Vec<(u64, &str, Option<String>, bool)> = Vec::with_capacity(ids.len());
     for id in ids {
-        let found = msg_cache::peek(txn, &mut state.messages, app, id, |m| {
+        let found = msg_cache::peek(tables, &mut state.messages, app, id, |m| {
             m.map(|m| (m.seq, m.topic.clone(), m.live_only))
         })?;
         if let Some((seq, topic, live_only)) = found {
@@ -136,7 +171,7 @@ pub(crate) fn ack(
             // Stored nowhere, so nothing to release and no cursor to move (moving a topic
             // cursor for it could skip stored messages). The ack still counts, bounded by
             // the audience; delivery counts with it.
-            let counted = msg_cache::update(txn, &mut state.messages, app, id, |m| {
+            let counted = msg_cache::update(tables, &mut state.messages, app, id, |m| {
                 if m.acked < m.targeted {
                     m.acked += 1;
                     m.delivered = m.delivered.max(m.acked);
@@ -155,7 +190,8 @@ pub(crate) fn ack(
             let slot = match cursors.entry(topic) {
                 Entry::Occupied(e) => e.into_mut(),
                 Entry::Vacant(e) => {
-                    let current = txn
+                    let current = tables
+                        .txn
                         .open_table(SUBSCRIPTIONS)?
                         .get((app, device, e.key().as_str()))?
                         .map(|v| Cursor::decode(v.value()))
@@ -175,7 +211,7 @@ pub(crate) fn ack(
             if first_delivery {
                 cursor.delivered = seq;
             }
-            msg_cache::update(txn, &mut state.messages, app, id, |m| {
+            msg_cache::update(tables, &mut state.messages, app, id, |m| {
                 m.acked += 1;
                 if first_delivery {
                     m.delivered += 1;
@@ -185,13 +221,13 @@ pub(crate) fn ack(
             n_delivered += u64::from(first_delivery);
             acked += 1;
         } else {
-            let entry = txn
-                .open_table(MAILBOX)?
+            let entry = tables
+                .mailbox()?
                 .get((app, device, seq))?
                 .map(|v| MailboxEntry::decode(v.value()))
                 .transpose()?;
             if let Some(entry) = entry {
-                release_entry(txn, state, app, device, seq, &entry, Outcome::Acked)?;
+                release_entry(tables, state, app, device, seq, &entry, Outcome::Acked)?;
                 acked += 1;
             }
         }
@@ -203,7 +239,7 @@ pub(crate) fn ack(
         });
     }
     if cursors.values().any(|c| matches!(c, Some((_, true)))) {
-        let mut subs = txn.open_table(SUBSCRIPTIONS)?;
+        let mut subs = tables.txn.open_table(SUBSCRIPTIONS)?;
         for (topic, slot) in &cursors {
             if let Some((cursor, true)) = slot {
                 subs.insert((app, device, topic.as_str()), cursor.encode().as_slice())?;
@@ -216,7 +252,7 @@ pub(crate) fn ack(
 /// Counts frames written to a device once each: a mailbox entry's flag, or the device's
 /// delivered mark in the topic.
 pub(crate) fn delivered(
-    txn: &WriteTransaction,
+    tables: &mut Tables<'_>,
     state: &mut WriterState,
     app: &str,
     device: &str,
@@ -226,7 +262,7 @@ pub(crate) fn delivered(
         let seq = *seq;
         let message_id = match topic {
             None => {
-                let mut mailbox = txn.open_table(MAILBOX)?;
+                let mailbox = tables.mailbox()?;
                 let current = mailbox
                     .get((app, device, seq))?
                     .map(|v| MailboxEntry::decode(v.value()))
@@ -245,7 +281,7 @@ pub(crate) fn delivered(
                 }
             }
             Some(topic) => {
-                let mut subs = txn.open_table(SUBSCRIPTIONS)?;
+                let mut subs = tables.txn.open_table(SUBSCRIPTIONS)?;
                 let current = subs
                     .get((app, device, topic.as_str()))?
                     .map(|v| Cursor::decode(v.value()))
@@ -256,7 +292,7 @@ pub(crate) fn delivered(
                 cursor.delivered = seq;
                 subs.insert((app, device, topic.as_str()), cursor.encode().as_slice())?;
                 drop(subs);
-                let log = txn.open_table(TOPIC_LOG)?;
+                let log = tables.txn.open_table(TOPIC_LOG)?;
                 let entry = log.get((app, topic.as_str(), seq))?;
                 match entry.map(|v| MailboxEntry::decode(v.value())).transpose()? {
                     Some(entry) => entry.message_id,
@@ -267,7 +303,7 @@ pub(crate) fn delivered(
                 }
             }
         };
-        let found = msg_cache::update(txn, &mut state.messages, app, &message_id, |m| {
+        let found = msg_cache::update(tables, &mut state.messages, app, &message_id, |m| {
             m.delivered += 1;
         })?;
         if found.is_some() {
@@ -287,13 +323,13 @@ fn live_only_id(state: &WriterState, app: &str, seq: u64) -> Option<String> {
 
 /// Counts `opened` reports; unknown ids are ignored and a count never passes `targeted`.
 pub(crate) fn opened(
-    txn: &WriteTransaction,
+    tables: &mut Tables<'_>,
     state: &mut WriterState,
     app: &str,
     ids: &[String],
 ) -> Result<(), StoreError> {
     for id in ids {
-        let counted = msg_cache::update(txn, &mut state.messages, app, id, |m| {
+        let counted = msg_cache::update(tables, &mut state.messages, app, id, |m| {
             if m.opened < m.targeted {
                 m.opened += 1;
                 true
@@ -322,12 +358,12 @@ pub struct Cancelled {
 
 /// Cancels what of a message is not yet delivered.
 pub(crate) fn cancel(
-    txn: &WriteTransaction,
+    tables: &mut Tables<'_>,
     state: &mut WriterState,
     app: &str,
     id: &str,
 ) -> Result<Cancelled, StoreError> {
-    let mut m = load_message(txn, state, app, id)?.ok_or(StoreError::NotFound)?;
+    let mut m = load_message(tables, state, app, id)?.ok_or(StoreError::NotFound)?;
     let mut out = Cancelled {
         scheduled: false,
         pending: 0,
@@ -335,7 +371,7 @@ pub(crate) fn cancel(
     };
     if m.lifecycle == Lifecycle::Scheduled {
         if let Some(at) = m.send_at_ms {
-            txn.open_table(SCHEDULE)?.remove((at, app, id))?;
+            tables.txn.open_table(SCHEDULE)?.remove((at, app, id))?;
         }
         m.lifecycle = Lifecycle::Cancelled;
         out.scheduled = true;
@@ -343,41 +379,37 @@ pub(crate) fn cancel(
         return Ok(out);
     }
     if let Some(topic) = m.topic.clone() {
-        let removed = txn
+        let removed = tables
+            .txn
             .open_table(TOPIC_LOG)?
             .remove((app, topic.as_str(), m.seq))?
             .is_some();
         if removed {
-            txn.open_table(BODIES)?.remove((app, m.seq))?;
+            tables.bodies()?.remove((app, m.seq))?;
             out.topic = true;
             m.cancelled = m.targeted.saturating_sub(m.delivered);
         }
     } else {
-        let devices: Vec<String> = {
-            let table = txn.open_table(MSG_RECIPIENTS)?;
-            let mut out = Vec::new();
-            for row in table.range((app, id, "")..)? {
-                let (k, ()) = (row?.0, ());
-                let (a, msg, device) = k.value();
-                if a != app || msg != id {
-                    break;
-                }
-                out.push(device.to_owned());
-            }
-            out
-        };
-        for device in devices {
-            let entry = txn
-                .open_table(MAILBOX)?
+        for device in recipients(tables, app, id, &m.target)? {
+            let entry = tables
+                .mailbox()?
                 .get((app, device.as_str(), m.seq))?
                 .map(|v| MailboxEntry::decode(v.value()))
                 .transpose()?;
             if let Some(entry) = entry.filter(|e| !e.delivered) {
-                release_entry(txn, state, app, &device, m.seq, &entry, Outcome::Cancelled)?;
+                release_entry(
+                    tables,
+                    state,
+                    app,
+                    &device,
+                    m.seq,
+                    &entry,
+                    Outcome::Cancelled,
+                )?;
                 out.pending += 1;
             }
         }
-        m = load_message(txn, state, app, id)?.ok_or(StoreError::NotFound)?;
+        m = load_message(tables, state, app, id)?.ok_or(StoreError::NotFound)?;
     }
     if out.pending > 0 || out.topic {
         m.lifecycle = Lifecycle::Cancelled;

@@ -2,13 +2,14 @@
 //! user, change topics (cursors start at the current seq: no backlog), touch, delete with
 //! everything the device holds.
 
-use redb::{ReadableTable, WriteTransaction};
+use redb::ReadableTable;
 
+use super::open_tables::Tables;
 use super::ops_delivery::{release_entry, Outcome};
 use super::records::DeviceRecord;
 use super::tables::{
-    from_json, to_json, Cursor, MailboxEntry, ALL_TOPIC, APPS, COLLAPSE_DEVICE, DEVICES,
-    DEVICE_HOME, DEVICE_PENDING, GAPS, MAILBOX, SUBSCRIPTIONS, TOPIC_COUNTS, USER_DEVICES,
+    from_json, to_json, Cursor, MailboxEntry, ALL_TOPIC, APPS, COLLAPSE_DEVICE, DEVICE_HOME, GAPS,
+    SUBSCRIPTIONS, TOPIC_COUNTS, USER_DEVICES,
 };
 use super::writer::WriterState;
 use super::{Committed, StoreError};
@@ -33,13 +34,13 @@ pub struct DevicePatch {
 pub const MAX_TOPICS: usize = 64;
 
 fn subscribe(
-    txn: &WriteTransaction,
+    tables: &mut Tables<'_>,
     state: &WriterState,
     app: &str,
     device: &str,
     topic: &str,
 ) -> Result<(), StoreError> {
-    let mut subs = txn.open_table(SUBSCRIPTIONS)?;
+    let mut subs = tables.txn.open_table(SUBSCRIPTIONS)?;
     if subs.get((app, device, topic))?.is_some() {
         return Ok(());
     }
@@ -49,26 +50,27 @@ fn subscribe(
         delivered: now,
     };
     subs.insert((app, device, topic), cursor.encode().as_slice())?;
-    let mut counts = txn.open_table(TOPIC_COUNTS)?;
+    let mut counts = tables.txn.open_table(TOPIC_COUNTS)?;
     let n = counts.get((app, topic))?.map_or(0, |v| v.value());
     counts.insert((app, topic), n + 1)?;
     Ok(())
 }
 
 fn unsubscribe(
-    txn: &WriteTransaction,
+    tables: &mut Tables<'_>,
     app: &str,
     device: &str,
     topic: &str,
 ) -> Result<(), StoreError> {
-    if txn
+    if tables
+        .txn
         .open_table(SUBSCRIPTIONS)?
         .remove((app, device, topic))?
         .is_none()
     {
         return Ok(());
     }
-    let mut counts = txn.open_table(TOPIC_COUNTS)?;
+    let mut counts = tables.txn.open_table(TOPIC_COUNTS)?;
     let n = counts.get((app, topic))?.map_or(0, |v| v.value());
     if n <= 1 {
         counts.remove((app, topic))?;
@@ -87,43 +89,52 @@ fn topics_changed(state: &mut WriterState, d: &DeviceRecord) {
 }
 
 pub(crate) fn register(
-    txn: &WriteTransaction,
+    tables: &mut Tables<'_>,
     state: &mut WriterState,
     device: NewDevice,
 ) -> Result<(), StoreError> {
     let d = device.0;
-    if txn.open_table(APPS)?.get(d.app.as_str())?.is_none() {
+    if tables.txn.open_table(APPS)?.get(d.app.as_str())?.is_none() {
         return Err(StoreError::NotFound);
     }
-    if txn.open_table(DEVICE_HOME)?.get(d.id.as_str())?.is_some() {
+    if tables
+        .txn
+        .open_table(DEVICE_HOME)?
+        .get(d.id.as_str())?
+        .is_some()
+    {
         return Err(StoreError::Conflict("device id collision".into()));
     }
-    txn.open_table(DEVICES)?.insert(
+    tables.devices()?.insert(
         (d.app.as_str(), d.id.as_str()),
         to_json("devices", &d)?.as_slice(),
     )?;
-    txn.open_table(DEVICE_HOME)?
+    tables
+        .txn
+        .open_table(DEVICE_HOME)?
         .insert(d.id.as_str(), d.app.as_str())?;
     if let Some(user) = &d.user {
-        txn.open_table(USER_DEVICES)?
+        tables
+            .txn
+            .open_table(USER_DEVICES)?
             .insert((d.app.as_str(), user.as_str(), d.id.as_str()), ())?;
     }
-    subscribe(txn, state, &d.app, &d.id, ALL_TOPIC)?;
+    subscribe(tables, state, &d.app, &d.id, ALL_TOPIC)?;
     for topic in &d.topics {
-        subscribe(txn, state, &d.app, &d.id, topic)?;
+        subscribe(tables, state, &d.app, &d.id, topic)?;
     }
     Ok(())
 }
 
-fn load(txn: &WriteTransaction, app: &str, device: &str) -> Result<DeviceRecord, StoreError> {
-    match txn.open_table(DEVICES)?.get((app, device))? {
+fn load(tables: &mut Tables<'_>, app: &str, device: &str) -> Result<DeviceRecord, StoreError> {
+    match tables.devices()?.get((app, device))? {
         Some(v) => from_json("devices", v.value()),
         None => Err(StoreError::NotFound),
     }
 }
 
-fn save(txn: &WriteTransaction, d: &DeviceRecord) -> Result<(), StoreError> {
-    txn.open_table(DEVICES)?.insert(
+fn save(tables: &mut Tables<'_>, d: &DeviceRecord) -> Result<(), StoreError> {
+    tables.devices()?.insert(
         (d.app.as_str(), d.id.as_str()),
         to_json("devices", d)?.as_slice(),
     )?;
@@ -131,13 +142,13 @@ fn save(txn: &WriteTransaction, d: &DeviceRecord) -> Result<(), StoreError> {
 }
 
 pub(crate) fn patch(
-    txn: &WriteTransaction,
+    tables: &mut Tables<'_>,
     state: &mut WriterState,
     app: &str,
     device: &str,
     patch: DevicePatch,
 ) -> Result<DeviceRecord, StoreError> {
-    let mut d = load(txn, app, device)?;
+    let mut d = load(tables, app, device)?;
     let mut topics = patch.topics.clone().unwrap_or_else(|| d.topics.clone());
     for t in &patch.subscribe {
         if !topics.contains(t) {
@@ -153,7 +164,7 @@ pub(crate) fn patch(
         )));
     }
     if let Some(user) = patch.user {
-        let mut index = txn.open_table(USER_DEVICES)?;
+        let mut index = tables.txn.open_table(USER_DEVICES)?;
         if let Some(old) = &d.user {
             index.remove((app, old.as_str(), device))?;
         }
@@ -165,30 +176,30 @@ pub(crate) fn patch(
     if topics != d.topics {
         for old in &d.topics {
             if !topics.contains(old) {
-                unsubscribe(txn, app, device, old)?;
+                unsubscribe(tables, app, device, old)?;
             }
         }
         for new in &topics {
-            subscribe(txn, state, app, device, new)?;
+            subscribe(tables, state, app, device, new)?;
         }
         d.topics = topics;
         topics_changed(state, &d);
     }
-    save(txn, &d)?;
+    save(tables, &d)?;
     Ok(d)
 }
 
 /// Records the last time a device connected; a vanished device is no error.
 pub(crate) fn touch(
-    txn: &WriteTransaction,
+    tables: &mut Tables<'_>,
     app: &str,
     device: &str,
     at_ms: u64,
 ) -> Result<(), StoreError> {
-    match load(txn, app, device) {
+    match load(tables, app, device) {
         Ok(mut d) => {
             d.last_seen_ms = Some(at_ms);
-            save(txn, &d)
+            save(tables, &d)
         }
         Err(StoreError::NotFound) => Ok(()),
         Err(e) => Err(e),
@@ -196,8 +207,8 @@ pub(crate) fn touch(
 }
 
 /// All device ids of an app.
-pub(crate) fn device_ids(txn: &WriteTransaction, app: &str) -> Result<Vec<String>, StoreError> {
-    let table = txn.open_table(DEVICES)?;
+pub(crate) fn device_ids(tables: &mut Tables<'_>, app: &str) -> Result<Vec<String>, StoreError> {
+    let table = tables.devices()?;
     let mut out = Vec::new();
     for row in table.range((app, "")..)? {
         let (k, _) = row?;
@@ -229,20 +240,22 @@ fn device_rows<V: redb::Value + 'static>(
 }
 
 pub(crate) fn delete(
-    txn: &WriteTransaction,
+    tables: &mut Tables<'_>,
     state: &mut WriterState,
     app: &str,
     device: &str,
 ) -> Result<(), StoreError> {
-    let d = load(txn, app, device)?;
-    txn.open_table(DEVICES)?.remove((app, device))?;
-    txn.open_table(DEVICE_HOME)?.remove(device)?;
+    let d = load(tables, app, device)?;
+    tables.devices()?.remove((app, device))?;
+    tables.txn.open_table(DEVICE_HOME)?.remove(device)?;
     if let Some(user) = &d.user {
-        txn.open_table(USER_DEVICES)?
+        tables
+            .txn
+            .open_table(USER_DEVICES)?
             .remove((app, user.as_str(), device))?;
     }
     let entries: Vec<(u64, MailboxEntry)> = {
-        let table = txn.open_table(MAILBOX)?;
+        let table = tables.mailbox()?;
         let mut out = Vec::new();
         for row in table.range((app, device, 0u64)..)? {
             let (k, v) = row?;
@@ -255,19 +268,29 @@ pub(crate) fn delete(
         out
     };
     for (seq, entry) in entries {
-        release_entry(txn, state, app, device, seq, &entry, Outcome::DeviceRemoved)?;
+        release_entry(
+            tables,
+            state,
+            app,
+            device,
+            seq,
+            &entry,
+            Outcome::DeviceRemoved,
+        )?;
     }
-    let topics = device_rows(&txn.open_table(SUBSCRIPTIONS)?, app, device)?;
+    let topics = device_rows(&tables.txn.open_table(SUBSCRIPTIONS)?, app, device)?;
     for topic in topics {
-        unsubscribe(txn, app, device, &topic)?;
+        unsubscribe(tables, app, device, &topic)?;
     }
-    let keys = device_rows(&txn.open_table(COLLAPSE_DEVICE)?, app, device)?;
+    let keys = device_rows(&tables.txn.open_table(COLLAPSE_DEVICE)?, app, device)?;
     for key in keys {
-        txn.open_table(COLLAPSE_DEVICE)?
+        tables
+            .txn
+            .open_table(COLLAPSE_DEVICE)?
             .remove((app, device, key.as_str()))?;
     }
-    txn.open_table(DEVICE_PENDING)?.remove((app, device))?;
-    txn.open_table(GAPS)?.remove((app, device))?;
+    tables.device_pending()?.remove((app, device))?;
+    tables.txn.open_table(GAPS)?.remove((app, device))?;
     state.events.push(Committed::DeviceRemoved {
         app: app.to_owned(),
         device: device.to_owned(),
@@ -277,12 +300,12 @@ pub(crate) fn delete(
 
 /// Subtracts what a session told its device from the device's gap count.
 pub(crate) fn clear_gap(
-    txn: &WriteTransaction,
+    tables: &mut Tables<'_>,
     app: &str,
     device: &str,
     told: u64,
 ) -> Result<(), StoreError> {
-    let mut gaps = txn.open_table(GAPS)?;
+    let mut gaps = tables.txn.open_table(GAPS)?;
     let n = gaps.get((app, device))?.map_or(0, |v| v.value());
     if n <= told {
         gaps.remove((app, device))?;

@@ -3,20 +3,21 @@
 //! targets (O(1) in the audience) — with collapse keys and the per-device mailbox cap.
 
 use bytes::Bytes;
-use redb::{ReadableTable, WriteTransaction};
+use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
     encode_message_frame, format_rfc3339_ms, FrameParts, Notification, Priority, Target,
 };
 
+use super::open_tables::Tables;
 use super::ops_delivery::{load_message, release_entry, save_message, Outcome};
 use super::ops_sweep::RECORD_RETENTION_MS;
 use super::records::{kept_title, IdempotencyRecord, Lifecycle, MessageRecord};
 use super::tables::{
-    from_json, to_json, MailboxEntry, ALL_TOPIC, BODIES, COLLAPSE_DEVICE, COLLAPSE_TOPIC, DEVICES,
-    DEVICE_PENDING, EXPIRE_CONTENT, EXPIRY, FORGET_RECORD, GAPS, IDEMPOTENCY, IDEMPOTENCY_EXPIRY,
-    MAILBOX, MSG_RECIPIENTS, SCHEDULE, TOPIC_COUNTS, TOPIC_LOG, USER_DEVICES,
+    from_json, to_json, MailboxEntry, ALL_TOPIC, COLLAPSE_DEVICE, COLLAPSE_TOPIC, EXPIRE_CONTENT,
+    FORGET_RECORD, GAPS, IDEMPOTENCY, IDEMPOTENCY_EXPIRY, SCHEDULE, TOPIC_COUNTS, TOPIC_LOG,
+    USER_DEVICES,
 };
 use super::writer::WriterState;
 use super::{Committed, StoreError};
@@ -70,7 +71,7 @@ pub struct PushReply {
 }
 
 fn resolve(
-    txn: &WriteTransaction,
+    tables: &mut Tables<'_>,
     app: &str,
     target: &Target,
     strict: bool,
@@ -78,7 +79,7 @@ fn resolve(
     let mut out = Vec::new();
     match target {
         Target::Devices(ids) => {
-            let devices = txn.open_table(DEVICES)?;
+            let devices = tables.devices()?;
             for id in ids {
                 if devices.get((app, id.as_str()))?.is_some() {
                     out.push(id.clone());
@@ -89,7 +90,7 @@ fn resolve(
             }
         }
         Target::Users(users) => {
-            let index = txn.open_table(USER_DEVICES)?;
+            let index = tables.txn.open_table(USER_DEVICES)?;
             for user in users {
                 for row in index.range((app, user.as_str(), "")..)? {
                     let (k, ()) = (row?.0, ());
@@ -109,7 +110,7 @@ fn resolve(
 }
 
 fn remember(
-    txn: &WriteTransaction,
+    tables: &mut Tables<'_>,
     op: &PushOp,
     reply: &PushReply,
     now: u64,
@@ -124,11 +125,11 @@ fn remember(
         created_at_ms: now,
         scheduled_at_ms: reply.scheduled_at_ms,
     };
-    txn.open_table(IDEMPOTENCY)?.insert(
+    tables.txn.open_table(IDEMPOTENCY)?.insert(
         (op.app.as_str(), idem.key.as_str()),
         to_json("idempotency", &record)?.as_slice(),
     )?;
-    txn.open_table(IDEMPOTENCY_EXPIRY)?.insert(
+    tables.txn.open_table(IDEMPOTENCY_EXPIRY)?.insert(
         (
             now + IDEMPOTENCY_WINDOW_MS,
             op.app.as_str(),
@@ -141,13 +142,13 @@ fn remember(
 
 /// Accepts a push: replays an idempotent retry, schedules a future one, or sends it now.
 pub(crate) fn push(
-    txn: &WriteTransaction,
+    tables: &mut Tables<'_>,
     state: &mut WriterState,
     op: PushOp,
 ) -> Result<PushReply, StoreError> {
     let now = state.clock;
     if let Some(idem) = &op.idempotency {
-        let table = txn.open_table(IDEMPOTENCY)?;
+        let table = tables.txn.open_table(IDEMPOTENCY)?;
         let found = table.get((op.app.as_str(), idem.key.as_str()))?;
         if let Some(v) = found {
             let first: IdempotencyRecord = from_json("idempotency", v.value())?;
@@ -168,7 +169,7 @@ pub(crate) fn push(
     }
     if let Some(at) = op.send_at_ms.filter(|&at| at > now) {
         if matches!(&op.target, Target::Devices(_)) {
-            resolve(txn, &op.app, &op.target, true)?;
+            resolve(tables, &op.app, &op.target, true)?;
         }
         let record = MessageRecord {
             id: op.id.clone(),
@@ -193,7 +194,7 @@ pub(crate) fn push(
             title: kept_title(op.notification.as_ref().and_then(|n| n.title.as_deref())),
         };
         save_message(state, &op.app, record);
-        txn.open_table(SCHEDULE)?.insert(
+        tables.txn.open_table(SCHEDULE)?.insert(
             (at, op.app.as_str(), op.id.as_str()),
             to_json("schedule", &op)?.as_slice(),
         )?;
@@ -204,25 +205,25 @@ pub(crate) fn push(
             replayed: false,
             seq: None,
         };
-        remember(txn, &op, &reply, now)?;
+        remember(tables, &op, &reply, now)?;
         return Ok(reply);
     }
-    let reply = send_now(txn, state, &op, true)?;
-    remember(txn, &op, &reply, now)?;
+    let reply = send_now(tables, state, &op, true)?;
+    remember(tables, &op, &reply, now)?;
     Ok(reply)
 }
 
 /// Stores and publishes a push at the writer's current time. `strict` refuses an unknown
 /// single device (API calls); released schedules are not strict (the device may be gone).
 pub(crate) fn send_now(
-    txn: &WriteTransaction,
+    tables: &mut Tables<'_>,
     state: &mut WriterState,
     op: &PushOp,
     strict: bool,
 ) -> Result<PushReply, StoreError> {
     let now = state.clock;
     let app = op.app.as_str();
-    let devices = resolve(txn, app, &op.target, strict)?;
+    let devices = resolve(tables, app, &op.target, strict)?;
     let topic = match &op.target {
         Target::Topic(t) => Some(t.as_str()),
         Target::All => Some(ALL_TOPIC),
@@ -287,16 +288,19 @@ pub(crate) fn send_now(
     }
     .encode();
     if let Some(topic) = topic {
-        record.targeted = txn
+        record.targeted = tables
+            .txn
             .open_table(TOPIC_COUNTS)?
             .get((app, topic))?
             .map_or(0, |v| v.value());
         if !live_only {
-            txn.open_table(BODIES)?.insert((app, seq), frame.as_ref())?;
-            txn.open_table(TOPIC_LOG)?
+            tables.bodies()?.insert((app, seq), frame.as_ref())?;
+            tables
+                .txn
+                .open_table(TOPIC_LOG)?
                 .insert((app, topic, seq), entry.as_slice())?;
             if let Some(key) = &op.collapse_key {
-                collapse_topic(txn, state, app, topic, key, seq)?;
+                collapse_topic(tables, state, app, topic, key, seq)?;
             }
         }
         state.events.push(Committed::Broadcast {
@@ -310,21 +314,25 @@ pub(crate) fn send_now(
     } else {
         record.targeted = devices.len() as u64;
         if !live_only && !devices.is_empty() {
-            txn.open_table(BODIES)?.insert((app, seq), frame.as_ref())?;
+            tables.bodies()?.insert((app, seq), frame.as_ref())?;
+            // A push to one device needs no recipients index: its target names the device.
+            let indexed = !matches!(&op.target, Target::Devices(ids) if ids.len() == 1);
             for device in &devices {
                 if let Some(key) = &op.collapse_key {
-                    collapse_device(txn, state, app, device, key, seq)?;
+                    collapse_device(tables, state, app, device, key, seq)?;
                 }
-                make_room(txn, state, app, device, op.mailbox_cap)?;
-                txn.open_table(MAILBOX)?
+                let held = make_room(tables, state, app, device, op.mailbox_cap)?;
+                tables
+                    .mailbox()?
                     .insert((app, device.as_str(), seq), entry.as_slice())?;
-                txn.open_table(MSG_RECIPIENTS)?
-                    .insert((app, op.id.as_str(), device.as_str()), ())?;
-                let mut pending = txn.open_table(DEVICE_PENDING)?;
-                let n = pending
-                    .get((app, device.as_str()))?
-                    .map_or(0, |v| v.value());
-                pending.insert((app, device.as_str()), n + 1)?;
+                if indexed {
+                    tables
+                        .msg_recipients()?
+                        .insert((app, op.id.as_str(), device.as_str()), ())?;
+                }
+                tables
+                    .device_pending()?
+                    .insert((app, device.as_str()), held + 1)?;
             }
             record.pending = record.targeted;
         }
@@ -332,7 +340,7 @@ pub(crate) fn send_now(
             state.events.push(Committed::Deliver {
                 app: app.to_owned(),
                 id: op.id.clone(),
-                devices: devices.clone(),
+                devices,
                 seq,
                 expires_at_ms: live_expires_at_ms,
                 frame,
@@ -341,7 +349,7 @@ pub(crate) fn send_now(
     }
     if live_only {
         // Nothing to expire; the record (status and counts) is forgotten like any other.
-        txn.open_table(EXPIRY)?.insert(
+        tables.expiry()?.insert(
             (
                 expires_at_ms.saturating_add(RECORD_RETENTION_MS),
                 app,
@@ -350,7 +358,8 @@ pub(crate) fn send_now(
             FORGET_RECORD,
         )?;
     } else {
-        txn.open_table(EXPIRY)?
+        tables
+            .expiry()?
             .insert((expires_at_ms, app, op.id.as_str()), EXPIRE_CONTENT)?;
     }
     // Collapse and the cap above touch only older messages' records, never this one.
@@ -371,28 +380,39 @@ pub(crate) fn send_now(
 
 /// A newer message with the same key replaces an older undelivered one for this device.
 fn collapse_device(
-    txn: &WriteTransaction,
+    tables: &mut Tables<'_>,
     state: &mut WriterState,
     app: &str,
     device: &str,
     key: &str,
     seq: u64,
 ) -> Result<(), StoreError> {
-    let old = txn
+    let old = tables
+        .txn
         .open_table(COLLAPSE_DEVICE)?
         .get((app, device, key))?
         .map(|v| v.value());
     if let Some(old_seq) = old {
-        let entry = txn
-            .open_table(MAILBOX)?
+        let entry = tables
+            .mailbox()?
             .get((app, device, old_seq))?
             .map(|v| MailboxEntry::decode(v.value()))
             .transpose()?;
         if let Some(entry) = entry.filter(|e| !e.delivered) {
-            release_entry(txn, state, app, device, old_seq, &entry, Outcome::Replaced)?;
+            release_entry(
+                tables,
+                state,
+                app,
+                device,
+                old_seq,
+                &entry,
+                Outcome::Replaced,
+            )?;
         }
     }
-    txn.open_table(COLLAPSE_DEVICE)?
+    tables
+        .txn
+        .open_table(COLLAPSE_DEVICE)?
         .insert((app, device, key), seq)?;
     Ok(())
 }
@@ -400,26 +420,28 @@ fn collapse_device(
 /// A newer topic message with the same key replaces the older one in the topic log:
 /// devices that have not received the older one will only get the newer.
 fn collapse_topic(
-    txn: &WriteTransaction,
+    tables: &mut Tables<'_>,
     state: &mut WriterState,
     app: &str,
     topic: &str,
     key: &str,
     seq: u64,
 ) -> Result<(), StoreError> {
-    let old = txn
+    let old = tables
+        .txn
         .open_table(COLLAPSE_TOPIC)?
         .insert((app, topic, key), seq)?
         .map(|v| v.value());
     if let Some(old_seq) = old {
-        let removed = txn
+        let removed = tables
+            .txn
             .open_table(TOPIC_LOG)?
             .remove((app, topic, old_seq))?
             .map(|v| MailboxEntry::decode(v.value()))
             .transpose()?;
         if let Some(entry) = removed {
-            txn.open_table(BODIES)?.remove((app, old_seq))?;
-            if let Some(mut m) = load_message(txn, state, app, &entry.message_id)? {
+            tables.bodies()?.remove((app, old_seq))?;
+            if let Some(mut m) = load_message(tables, state, app, &entry.message_id)? {
                 m.replaced = m.targeted.saturating_sub(m.delivered);
                 save_message(state, app, m);
             }
@@ -429,45 +451,51 @@ fn collapse_topic(
 }
 
 /// Drops the oldest entries of a full mailbox, counting them for the device's `gap` frame.
+/// Returns how many entries the mailbox holds after that.
 fn make_room(
-    txn: &WriteTransaction,
+    tables: &mut Tables<'_>,
     state: &mut WriterState,
     app: &str,
     device: &str,
     cap: u64,
-) -> Result<(), StoreError> {
+) -> Result<u64, StoreError> {
     let cap = cap.max(1);
-    let mut held = txn
-        .open_table(DEVICE_PENDING)?
+    let mut held = tables
+        .device_pending()?
         .get((app, device))?
         .map_or(0, |v| v.value());
     let mut dropped = 0;
     while held >= cap {
-        let oldest = first_entry(txn, app, device)?;
+        let oldest = first_entry(tables, app, device)?;
         let Some((seq, entry)) = oldest else { break };
-        release_entry(txn, state, app, device, seq, &entry, Outcome::Dropped)?;
+        release_entry(tables, state, app, device, seq, &entry, Outcome::Dropped)?;
         held -= 1;
         dropped += 1;
     }
     if dropped > 0 {
-        let mut gaps = txn.open_table(GAPS)?;
+        let mut gaps = tables.txn.open_table(GAPS)?;
         let before = gaps.get((app, device))?.map_or(0, |v| v.value());
         gaps.insert((app, device), before + dropped)?;
         state.events.push(Committed::Gap {
             app: app.to_owned(),
             device: device.to_owned(),
         });
+        // What the releases left, exactly.
+        held = tables
+            .device_pending()?
+            .get((app, device))?
+            .map_or(0, |v| v.value());
     }
-    Ok(())
+    Ok(held)
 }
 
 /// The oldest entry of a device's mailbox.
 fn first_entry(
-    txn: &WriteTransaction,
+    tables: &mut Tables<'_>,
     app: &str,
     device: &str,
 ) -> Result<Option<(u64, MailboxEntry)>, StoreError> {
-    let mailbox = txn.open_table(MAILBOX)?;
+    let mailbox = tables.mailbox()?;
     let mut range = mailbox.range((app, device, 0u64)..)?;
     let Some(row) = range.next() else {
         return Ok(None);

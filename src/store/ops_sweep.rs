@@ -2,15 +2,16 @@
 //! forget old message records, release scheduled pushes that are due, forget idempotency
 //! keys after 24 hours, and drop statistics past their retention.
 
-use redb::{ReadableTable, WriteTransaction};
+use redb::ReadableTable;
 
 use super::msg_cache;
-use super::ops_delivery::{load_message, release_entry, save_message, Outcome};
+use super::open_tables::Tables;
+use super::ops_delivery::{load_message, recipients, release_entry, save_message, Outcome};
 use super::ops_messages::{send_now, PushOp};
 use super::records::Lifecycle;
 use super::tables::{
-    from_json, MailboxEntry, APPS, AUDIT, BODIES, EXPIRE_CONTENT, EXPIRY, FORGET_RECORD,
-    IDEMPOTENCY, IDEMPOTENCY_EXPIRY, MAILBOX, MSG_RECIPIENTS, SCHEDULE, STATS, TOPIC_LOG,
+    from_json, MailboxEntry, APPS, AUDIT, EXPIRE_CONTENT, FORGET_RECORD, IDEMPOTENCY,
+    IDEMPOTENCY_EXPIRY, SCHEDULE, STATS, TOPIC_LOG,
 };
 use super::writer::WriterState;
 use super::StoreError;
@@ -35,31 +36,31 @@ pub struct SweepReport {
 }
 
 pub(crate) fn sweep(
-    txn: &WriteTransaction,
+    tables: &mut Tables<'_>,
     state: &mut WriterState,
 ) -> Result<SweepReport, StoreError> {
     let now = state.clock;
     let mut report = SweepReport::default();
     state.live_only.retain(|_, (_, until)| *until > now);
-    expire(txn, state, now, &mut report)?;
-    release_schedules(txn, state, now, &mut report)?;
-    forget_idempotency(txn, now, &mut report)?;
+    expire(tables, state, now, &mut report)?;
+    release_schedules(tables, state, now, &mut report)?;
+    forget_idempotency(tables, now, &mut report)?;
     if now >= state.next_stats_gc_ms {
-        drop_old_stats(txn, now)?;
-        drop_old_audit(txn, now)?;
+        drop_old_stats(tables, now)?;
+        drop_old_audit(tables, now)?;
         state.next_stats_gc_ms = now + 3_600_000;
     }
     Ok(report)
 }
 
 fn expire(
-    txn: &WriteTransaction,
+    tables: &mut Tables<'_>,
     state: &mut WriterState,
     now: u64,
     report: &mut SweepReport,
 ) -> Result<(), StoreError> {
     let due: Vec<(u64, String, String, u8)> = {
-        let table = txn.open_table(EXPIRY)?;
+        let table = tables.expiry()?;
         let mut out = Vec::new();
         for row in table.range((0u64, "", "")..(now.saturating_add(1), "", ""))? {
             let (k, v) = row?;
@@ -76,39 +77,48 @@ fn expire(
         out
     };
     for (at, app, id, phase) in due {
-        txn.open_table(EXPIRY)?
-            .remove((at, app.as_str(), id.as_str()))?;
+        tables.expiry()?.remove((at, app.as_str(), id.as_str()))?;
         if phase == FORGET_RECORD {
-            forget(txn, state, &app, &id)?;
+            forget(tables, state, &app, &id)?;
             report.forgotten += 1;
             continue;
         }
         debug_assert_eq!(phase, EXPIRE_CONTENT);
-        let Some(mut m) = load_message(txn, state, &app, &id)? else {
+        let Some(mut m) = load_message(tables, state, &app, &id)? else {
             continue;
         };
         let expires_at_ms = m.expires_at_ms;
         if let Some(topic) = m.topic.clone() {
-            txn.open_table(TOPIC_LOG)?
+            tables
+                .txn
+                .open_table(TOPIC_LOG)?
                 .remove((app.as_str(), topic.as_str(), m.seq))?;
-            txn.open_table(BODIES)?.remove((app.as_str(), m.seq))?;
+            tables.bodies()?.remove((app.as_str(), m.seq))?;
             let never = m.targeted.saturating_sub(m.acked.max(m.delivered));
             m.expired += never;
             state.count(&app, |s| s.expired += never);
             save_message(state, &app, m);
         } else {
-            for device in recipients(txn, &app, &id)? {
-                let entry = txn
-                    .open_table(MAILBOX)?
+            for device in recipients(tables, &app, &id, &m.target)? {
+                let entry = tables
+                    .mailbox()?
                     .get((app.as_str(), device.as_str(), m.seq))?
                     .map(|v| MailboxEntry::decode(v.value()))
                     .transpose()?;
                 if let Some(entry) = entry {
-                    release_entry(txn, state, &app, &device, m.seq, &entry, Outcome::Expired)?;
+                    release_entry(
+                        tables,
+                        state,
+                        &app,
+                        &device,
+                        m.seq,
+                        &entry,
+                        Outcome::Expired,
+                    )?;
                 }
             }
         }
-        txn.open_table(EXPIRY)?.insert(
+        tables.expiry()?.insert(
             (
                 expires_at_ms.saturating_add(RECORD_RETENTION_MS),
                 app.as_str(),
@@ -121,45 +131,33 @@ fn expire(
     Ok(())
 }
 
-fn recipients(txn: &WriteTransaction, app: &str, id: &str) -> Result<Vec<String>, StoreError> {
-    let table = txn.open_table(MSG_RECIPIENTS)?;
-    let mut out = Vec::new();
-    for row in table.range((app, id, "")..)? {
-        let (k, ()) = (row?.0, ());
-        let (a, msg, device) = k.value();
-        if a != app || msg != id {
-            break;
-        }
-        out.push(device.to_owned());
-    }
-    Ok(out)
-}
-
 fn forget(
-    txn: &WriteTransaction,
+    tables: &mut Tables<'_>,
     state: &mut WriterState,
     app: &str,
     id: &str,
 ) -> Result<(), StoreError> {
-    let seq = load_message(txn, state, app, id)?.map(|m| m.seq);
-    for device in recipients(txn, app, id)? {
-        txn.open_table(MSG_RECIPIENTS)?
+    let m = load_message(tables, state, app, id)?;
+    let target = m.as_ref().map_or("", |m| m.target.as_str());
+    for device in recipients(tables, app, id, target)? {
+        tables
+            .msg_recipients()?
             .remove((app, id, device.as_str()))?;
     }
-    if let Some(seq) = seq {
-        txn.open_table(BODIES)?.remove((app, seq))?;
+    if let Some(m) = m {
+        tables.bodies()?.remove((app, m.seq))?;
     }
-    msg_cache::remove(txn, &mut state.messages, app, id)
+    msg_cache::remove(tables, &mut state.messages, app, id)
 }
 
 fn release_schedules(
-    txn: &WriteTransaction,
+    tables: &mut Tables<'_>,
     state: &mut WriterState,
     now: u64,
     report: &mut SweepReport,
 ) -> Result<(), StoreError> {
     let due: Vec<(u64, String, String, Vec<u8>)> = {
-        let table = txn.open_table(SCHEDULE)?;
+        let table = tables.txn.open_table(SCHEDULE)?;
         let mut out = Vec::new();
         for row in table.range((0u64, "", "")..(now.saturating_add(1), "", ""))? {
             let (k, v) = row?;
@@ -176,27 +174,29 @@ fn release_schedules(
         out
     };
     for (at, app, id, bytes) in due {
-        txn.open_table(SCHEDULE)?
+        tables
+            .txn
+            .open_table(SCHEDULE)?
             .remove((at, app.as_str(), id.as_str()))?;
-        let still_scheduled = load_message(txn, state, &app, &id)?
+        let still_scheduled = load_message(tables, state, &app, &id)?
             .is_some_and(|m| m.lifecycle == Lifecycle::Scheduled);
-        if !still_scheduled || txn.open_table(APPS)?.get(app.as_str())?.is_none() {
+        if !still_scheduled || tables.txn.open_table(APPS)?.get(app.as_str())?.is_none() {
             continue;
         }
         let op: PushOp = from_json("schedule", &bytes)?;
-        send_now(txn, state, &op, false)?;
+        send_now(tables, state, &op, false)?;
         report.released += 1;
     }
     Ok(())
 }
 
 fn forget_idempotency(
-    txn: &WriteTransaction,
+    tables: &mut Tables<'_>,
     now: u64,
     report: &mut SweepReport,
 ) -> Result<(), StoreError> {
     let due: Vec<(u64, String, String)> = {
-        let table = txn.open_table(IDEMPOTENCY_EXPIRY)?;
+        let table = tables.txn.open_table(IDEMPOTENCY_EXPIRY)?;
         let mut out = Vec::new();
         for row in table.range((0u64, "", "")..(now.saturating_add(1), "", ""))? {
             let (k, ()) = (row?.0, ());
@@ -213,25 +213,29 @@ fn forget_idempotency(
         out
     };
     for (at, app, key) in due {
-        txn.open_table(IDEMPOTENCY_EXPIRY)?
+        tables
+            .txn
+            .open_table(IDEMPOTENCY_EXPIRY)?
             .remove((at, app.as_str(), key.as_str()))?;
-        txn.open_table(IDEMPOTENCY)?
+        tables
+            .txn
+            .open_table(IDEMPOTENCY)?
             .remove((app.as_str(), key.as_str()))?;
     }
     Ok(())
 }
 
-fn drop_old_stats(txn: &WriteTransaction, now: u64) -> Result<(), StoreError> {
+fn drop_old_stats(tables: &mut Tables<'_>, now: u64) -> Result<(), StoreError> {
     let cutoff_minute = now.saturating_sub(STATS_RETENTION_MS) / 60_000;
     let apps: Vec<String> = {
-        let table = txn.open_table(APPS)?;
+        let table = tables.txn.open_table(APPS)?;
         let mut out = Vec::new();
         for row in table.iter()? {
             out.push(row?.0.value().to_owned());
         }
         out
     };
-    let mut stats = txn.open_table(STATS)?;
+    let mut stats = tables.txn.open_table(STATS)?;
     for app in apps {
         let old: Vec<u64> = {
             let mut out = Vec::new();
@@ -250,9 +254,9 @@ fn drop_old_stats(txn: &WriteTransaction, now: u64) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn drop_old_audit(txn: &WriteTransaction, now: u64) -> Result<(), StoreError> {
+fn drop_old_audit(tables: &mut Tables<'_>, now: u64) -> Result<(), StoreError> {
     let cutoff = now.saturating_sub(AUDIT_RETENTION_MS);
-    let mut table = txn.open_table(AUDIT)?;
+    let mut table = tables.txn.open_table(AUDIT)?;
     let old: Vec<(u64, u64)> = {
         let mut out = Vec::new();
         for row in table.range(..(cutoff, 0u64))? {

@@ -14,7 +14,7 @@
 //! | `messages` | (app, message id) | JSON [`MessageRecord`](super::records::MessageRecord) |
 //! | `bodies` | (app, seq) | the encoded `message` frame, shared by all recipients |
 //! | `mailbox` | (app, device, seq) | [`MailboxEntry`] (binary, below) |
-//! | `msg_recipients` | (app, message id, device) | () — devices a direct message was stored for |
+//! | `msg_recipients` | (app, message id, device) | () — devices a direct message was stored for; none for a push to exactly one device (its record's target names it) |
 //! | `device_pending` | (app, device) | u64 — mailbox entries held (for the mailbox cap) |
 //! | `gaps` | (app, device) | u64 — entries dropped by the cap, not yet told to the device |
 //! | `topic_log` | (app, topic, seq) | [`MailboxEntry`] (the `delivered` flag unused) |

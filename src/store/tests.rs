@@ -310,3 +310,85 @@ async fn a_second_open_of_the_same_file_is_refused() {
     assert!(matches!(err, StoreError::AlreadyOpen(_)), "{err}");
     store.close();
 }
+
+/// The `msg_recipients` rows of one message.
+fn recipient_rows(store: &Store, id: &str) -> Vec<String> {
+    let txn = redb::ReadableDatabase::begin_read(store.db()).expect("read");
+    let table = txn.open_table(tables::MSG_RECIPIENTS).expect("table");
+    redb::ReadableTable::range(&table, ("a", id, "")..)
+        .expect("range")
+        .map(|row| {
+            let key = row.expect("row").0;
+            let (a, m, d) = key.value();
+            (a == "a" && m == id).then(|| d.to_owned())
+        })
+        .map_while(|d| d)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_single_device_push_has_no_recipients_rows_yet_cancels_and_expires() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, _) = open(dir.path());
+    app_with_devices(&store, &["dev_1", "dev_2"]).await;
+    let one = store.push(push_to("dev_1", 1, far())).await.expect("push");
+    assert_eq!(one.recipients, Some(1));
+    assert!(recipient_rows(&store, &one.id).is_empty());
+    let mut both = push_to("dev_1", 2, far());
+    both.target = Target::Devices(vec!["dev_1".into(), "dev_2".into()]);
+    let both = store.push(both).await.expect("push");
+    assert_eq!(recipient_rows(&store, &both.id), ["dev_1", "dev_2"]);
+
+    // Cancel finds the single device from the record's target.
+    let c = store.cancel("a", &one.id).await.expect("cancel");
+    assert_eq!(c.pending, 1);
+    let left = store
+        .pending_after("a", "dev_1", 0, now_ms(), 10)
+        .expect("read");
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].message_id, both.id);
+    let m = store.message("a", &one.id).expect("read").expect("record");
+    assert_eq!((m.cancelled, m.pending), (1, 0));
+
+    // Expiry releases its mailbox entry and counts it.
+    let short = store.push(push_to("dev_2", 3, 1)).await.expect("push");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let report = store.sweep().await.expect("sweep");
+    assert_eq!(report.expired, 1);
+    let m = store
+        .message("a", &short.id)
+        .expect("read")
+        .expect("record");
+    assert_eq!((m.expired, m.pending), (1, 0));
+    assert_eq!(
+        store
+            .pending_after("a", "dev_2", 0, 0, 10)
+            .expect("read")
+            .len(),
+        1,
+        "only the two-device push is left for dev_2"
+    );
+    store.close();
+}
+
+#[tokio::test]
+async fn a_recipients_row_from_an_older_store_is_counted_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, _) = open(dir.path());
+    app_with_devices(&store, &["dev_1"]).await;
+    let one = store.push(push_to("dev_1", 1, far())).await.expect("push");
+    {
+        // Before single-device pushes went without, every direct push had its rows.
+        let txn = store.db().begin_write().expect("write");
+        txn.open_table(tables::MSG_RECIPIENTS)
+            .expect("table")
+            .insert(("a", one.id.as_str(), "dev_1"), ())
+            .expect("insert");
+        txn.commit().expect("commit");
+    }
+    let c = store.cancel("a", &one.id).await.expect("cancel");
+    assert_eq!(c.pending, 1, "one copy, listed once");
+    let m = store.message("a", &one.id).expect("read").expect("record");
+    assert_eq!((m.cancelled, m.pending), (1, 0));
+    store.close();
+}

@@ -12,6 +12,7 @@ use redb::ReadableTable;
 use tokio::sync::{mpsc, oneshot};
 
 use super::msg_cache::MessageCache;
+use super::open_tables::Tables;
 use super::ops_apps::{self, FirstStartOp, NewApp, NewCredential};
 use super::ops_console::{self, ConsoleOp};
 use super::ops_delivery::{self, Cancelled};
@@ -146,7 +147,7 @@ pub(crate) struct WriterState {
     /// Events of the current transaction, published after it commits.
     pub events: Vec<Committed>,
     /// Statistics of the current transaction, by (app, minute), written before it commits.
-    pub stats: HashMap<(String, u64), StatsRow>,
+    pub stats: HashMap<String, HashMap<u64, StatsRow>>,
     /// The per-app counts written by the current transaction, reported once it commits.
     pub counted: Vec<(String, StatsRow)>,
     pub next_stats_gc_ms: u64,
@@ -162,7 +163,12 @@ impl WriterState {
     /// Adds to this minute's statistics of an app.
     pub fn count(&mut self, app: &str, f: impl FnOnce(&mut StatsRow)) {
         let minute = self.clock / 60_000;
-        f(self.stats.entry((app.to_owned(), minute)).or_default());
+        // Looked up by `&str` first: a push or ack of a known app allocates nothing here.
+        let rows = match self.stats.get_mut(app) {
+            Some(rows) => rows,
+            None => self.stats.entry(app.to_owned()).or_default(),
+        };
+        f(rows.entry(minute).or_default());
     }
 
     fn tick(&mut self) {
@@ -354,10 +360,12 @@ fn commit_batch(
         })?;
         // Tenant payloads are untrusted input: redb's design recommends 2PC for them.
         txn.set_two_phase_commit(true);
+        let mut tables = Tables::new(&txn);
         for op in ops {
-            apply(&txn, state, op, &mut finishers)?;
+            apply(&mut tables, state, op, &mut finishers)?;
         }
-        state.messages.flush(&txn)?;
+        state.messages.flush(&mut tables)?;
+        drop(tables);
         if state.next_seq != seq_before {
             txn.open_table(META)?
                 .insert(META_NEXT_SEQ, state.next_seq)?;
@@ -421,8 +429,15 @@ fn flush_stats(txn: &redb::WriteTransaction, state: &mut WriterState) -> Result<
         return Ok(());
     }
     let mut table = txn.open_table(STATS)?;
-    let deltas: Vec<((String, u64), StatsRow)> = state.stats.drain().collect();
-    for ((app, minute), delta) in deltas {
+    let deltas: Vec<(String, u64, StatsRow)> = state
+        .stats
+        .drain()
+        .flat_map(|(app, rows)| {
+            rows.into_iter()
+                .map(move |(minute, delta)| (app.clone(), minute, delta))
+        })
+        .collect();
+    for (app, minute, delta) in deltas {
         let mut row = table
             .get((app.as_str(), minute))?
             .map(|v| StatsRow::decode(v.value()))
@@ -438,7 +453,7 @@ fn flush_stats(txn: &redb::WriteTransaction, state: &mut WriterState) -> Result<
 /// Applies one request to the open transaction. A refusal (not found, conflict, invalid)
 /// wrote nothing and answers only its caller; a storage error aborts the whole batch.
 fn apply(
-    txn: &redb::WriteTransaction,
+    tables: &mut Tables<'_>,
     state: &mut WriterState,
     op: Op,
     finishers: &mut Vec<Finish>,
@@ -461,7 +476,7 @@ fn apply(
     }
     match op {
         Op::Push(push, reply) => {
-            let r = ops_messages::push(txn, state, *push);
+            let r = ops_messages::push(tables, state, *push);
             settle(finishers, reply, r)
         }
         Op::Ack {
@@ -470,49 +485,49 @@ fn apply(
             ids,
             reply,
         } => {
-            let r = ops_delivery::ack(txn, state, &app, &device, &ids);
+            let r = ops_delivery::ack(tables, state, &app, &device, &ids);
             settle(finishers, reply, r)
         }
         Op::Delivered { app, device, items } => {
-            ops_delivery::delivered(txn, state, &app, &device, &items)
+            ops_delivery::delivered(tables, state, &app, &device, &items)
         }
-        Op::Opened { app, ids } => ops_delivery::opened(txn, state, &app, &ids),
+        Op::Opened { app, ids } => ops_delivery::opened(tables, state, &app, &ids),
         Op::Cancel { app, id, reply } => {
-            let r = ops_delivery::cancel(txn, state, &app, &id);
+            let r = ops_delivery::cancel(tables, state, &app, &id);
             settle(finishers, reply, r)
         }
-        Op::ClearGap { app, device, told } => ops_devices::clear_gap(txn, &app, &device, told),
+        Op::ClearGap { app, device, told } => ops_devices::clear_gap(tables, &app, &device, told),
         Op::Sweep { now_ms, reply } => {
             state.clock = state.clock.max(now_ms);
-            let r = ops_sweep::sweep(txn, state);
+            let r = ops_sweep::sweep(tables, state);
             settle(finishers, reply, r)
         }
         Op::FirstStart(op, reply) => {
-            let r = ops_apps::first_start(txn, *op);
+            let r = ops_apps::first_start(tables, *op);
             settle(finishers, reply, r)
         }
         Op::CreateApp(app, reply) => {
-            let r = ops_apps::create_app(txn, *app);
+            let r = ops_apps::create_app(tables, *app);
             settle(finishers, reply, r)
         }
         Op::UpdateApp { app, update, reply } => {
-            let r = ops_apps::update_app(txn, state, &app, update);
+            let r = ops_apps::update_app(tables, state, &app, update);
             settle(finishers, reply, r)
         }
         Op::DeleteApp(app, reply) => {
-            let r = ops_apps::delete_app(txn, state, &app);
+            let r = ops_apps::delete_app(tables, state, &app);
             settle(finishers, reply, r)
         }
         Op::CreateCredential(cred, reply) => {
-            let r = ops_apps::create_credential(txn, *cred);
+            let r = ops_apps::create_credential(tables, *cred);
             settle(finishers, reply, r)
         }
         Op::RevokeCredential { app, id, reply } => {
-            let r = ops_apps::revoke_credential(txn, &app, &id);
+            let r = ops_apps::revoke_credential(tables, &app, &id);
             settle(finishers, reply, r)
         }
         Op::RegisterDevice(device, reply) => {
-            let r = ops_devices::register(txn, state, *device);
+            let r = ops_devices::register(tables, state, *device);
             settle(finishers, reply, r)
         }
         Op::PatchDevice {
@@ -521,20 +536,20 @@ fn apply(
             patch,
             reply,
         } => {
-            let r = ops_devices::patch(txn, state, &app, &device, patch);
+            let r = ops_devices::patch(tables, state, &app, &device, patch);
             settle(finishers, reply, r)
         }
         Op::DeleteDevice { app, device, reply } => {
-            let r = ops_devices::delete(txn, state, &app, &device);
+            let r = ops_devices::delete(tables, state, &app, &device);
             settle(finishers, reply, r)
         }
-        Op::TouchDevice { app, device, at_ms } => ops_devices::touch(txn, &app, &device, at_ms),
+        Op::TouchDevice { app, device, at_ms } => ops_devices::touch(tables, &app, &device, at_ms),
         Op::Audit(record, reply) => {
-            let r = ops_apps::audit(txn, state, &record);
+            let r = ops_apps::audit(tables, state, &record);
             settle(finishers, reply, r)
         }
         Op::Console(op, reply) => {
-            let r = ops_console::apply(txn, *op);
+            let r = ops_console::apply(tables, *op);
             settle(finishers, reply, r)
         }
         Op::Shutdown => Ok(()),

@@ -66,6 +66,10 @@ async fn every_bench_scenario_runs_at_a_small_size_and_its_counts_add_up() {
     assert_eq!(u["scenario"], "unicast", "{u}");
     assert!(u["accepted"].as_u64().expect("accepted") > 50, "{u}");
     assert_eq!(u["errors"], 0, "{u}");
+    // The server's CPU per push, and the store writer's share of it, from /proc.
+    let server_us = u["server_cpu_us_per_push"].as_f64().expect("server µs");
+    let writer_us = u["writer_cpu_us_per_push"].as_f64().expect("writer µs");
+    assert!(server_us > 0.0 && writer_us <= server_us, "{u}");
 
     let c = bench(&server, &["connections", "-n", "100", "--hold", "0.5"]);
     assert_eq!(c["connected"], 100, "{c}");

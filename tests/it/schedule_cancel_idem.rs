@@ -158,6 +158,35 @@ async fn cancelling_a_direct_push_removes_its_undelivered_copies() {
 }
 
 #[tokio::test]
+async fn cancelling_a_push_to_one_device_removes_its_copy() {
+    // A push to exactly one device keeps no recipients index; its target names the device.
+    let s = start().await;
+    let (off, off_token) = s.register(None).await;
+    let r = s
+        .push_body(json!({"to": {"device": off}, "data": {"k": "oops"}}))
+        .await;
+    assert_eq!(r.body["recipients"], 1, "{}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    let r = s
+        .call(
+            Method::DELETE,
+            &format!("/v1/messages/{id}"),
+            Some(&s.creds.api_key),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["cancelled"]["pending"], 1, "{}", r.body);
+    let status = s.status(&id).await;
+    assert_eq!(status["state"], "cancelled", "{status}");
+    assert_eq!(status["counts"]["cancelled"], 1, "{status}");
+    assert_eq!(status["target"], format!("device:{off}"), "{status}");
+    let mut conn = s.connect(&off_token).await;
+    assert_silent(&mut conn, QUIET).await;
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn another_apps_message_cannot_be_seen_or_cancelled() {
     let s = start().await;
     let (_client_key, other_key, _) = s.create_app("other").await;
