@@ -249,6 +249,7 @@ impl App {
         };
         let tracker = TaskTracker::new();
         // Live sessions learn of the shutdown from the registry, like any other close.
+        tracker.spawn(self.registry.clone().run_ticker(self.shutdown.clone()));
         let (registry, shutdown) = (self.registry.clone(), self.shutdown.clone());
         tracker.spawn(async move {
             shutdown.cancelled().await;

@@ -2,7 +2,7 @@
 //! order; each session gets the same encoded `Bytes` frame through its bounded outbox.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
@@ -42,19 +42,45 @@ pub enum CloseReason {
     ServerStopping,
 }
 
+impl CloseReason {
+    const ALL: [Self; 4] = [
+        Self::Replaced,
+        Self::DeviceRemoved,
+        Self::AppClosed,
+        Self::ServerStopping,
+    ];
+
+    fn code(self) -> u8 {
+        match self {
+            Self::Replaced => 1,
+            Self::DeviceRemoved => 2,
+            Self::AppClosed => 3,
+            Self::ServerStopping => 4,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.code() == code)
+    }
+}
+
 /// The registry's side of one live session.
 pub struct SessionHandle {
-    id: u64,
     /// The outbox: at most `capacity` frames; it allocates only while it holds some.
     queue: Mutex<VecDeque<Shared>>,
-    capacity: usize,
+    capacity: u32,
     lagged: AtomicBool,
     /// Whether the registry knows this session's topics (from a commit or the first read).
     topics_set: AtomicBool,
-    /// Wakes the session's task when `lagged` or `closing` is set.
+    /// When the session's next timer is due, in ms on the registry's clock (`u64::MAX`:
+    /// none); the registry's ticker sets `ticked` and wakes the session then.
+    due_ms: AtomicU64,
+    ticked: AtomicBool,
+    /// Wakes the session's task when `lagged`, `closing` or `ticked` is set.
     wake: AtomicWaker,
     closing: AtomicBool,
-    reason: Mutex<Option<CloseReason>>,
+    /// The first close reason given (`CloseReason as u8 + 1`; 0: none).
+    reason: AtomicU8,
 }
 
 impl SessionHandle {
@@ -74,11 +100,26 @@ impl SessionHandle {
         }
     }
 
+    /// Asks the registry's ticker to wake the session at `at_ms` (see [`Registry::clock_ms`]).
+    pub fn wake_at(&self, at_ms: u64) {
+        self.due_ms.store(at_ms, Ordering::Release);
+    }
+
+    /// Ready once the timer set by [`Self::wake_at`] fired (clears it).
+    pub fn poll_tick(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.wake.register(cx.waker());
+        if self.ticked.swap(false, Ordering::AcqRel) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
     /// Ready with the reason once the registry wants this session closed.
     pub fn poll_closed(&self, cx: &mut Context<'_>) -> Poll<Option<CloseReason>> {
         self.wake.register(cx.waker());
         if self.closing.load(Ordering::Acquire) {
-            Poll::Ready(self.reason.lock().ok().and_then(|r| *r))
+            Poll::Ready(CloseReason::from_code(self.reason.load(Ordering::Acquire)))
         } else {
             Poll::Pending
         }
@@ -90,16 +131,16 @@ impl SessionHandle {
     }
 
     fn close_with(&self, reason: CloseReason) {
-        if let Ok(mut r) = self.reason.lock() {
-            r.get_or_insert(reason);
-        }
+        let _ = self
+            .reason
+            .compare_exchange(0, reason.code(), Ordering::AcqRel, Ordering::Acquire);
         self.closing.store(true, Ordering::Release);
         self.wake.wake();
     }
 
     fn offer(&self, item: Shared) {
         let mut queue = lock_ignoring_poison(&self.queue);
-        if queue.len() >= self.capacity {
+        if queue.len() >= self.capacity as usize {
             drop(queue);
             self.wake_to_catch_up();
             return;
@@ -194,15 +235,30 @@ impl AppSessions {
 }
 
 /// All live sessions of this process, by app and device.
-#[derive(Default)]
 pub struct Registry {
     // A std mutex: held only for map operations and non-blocking `try_send`s, never across
     // an await, so contention stays short.
     apps: Mutex<HashMap<String, AppSessions>>,
-    next_id: AtomicU64,
     /// Set by [`Registry::close_all`]: sessions registering afterwards are closed at once.
     stopping: AtomicBool,
+    /// The start of the clock session timers are set on.
+    epoch: std::time::Instant,
 }
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self {
+            apps: Mutex::default(),
+            stopping: AtomicBool::new(false),
+            epoch: std::time::Instant::now(),
+        }
+    }
+}
+
+/// How often the registry's ticker looks for sessions whose timer is due: the precision of
+/// heartbeats and delivery grace periods. One ticker serves every session, so an idle
+/// session keeps no timer of its own.
+pub const TICK: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl Registry {
     #[must_use]
@@ -216,6 +272,42 @@ impl Registry {
         self.apps
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Milliseconds since the registry started: the clock of [`SessionHandle::wake_at`].
+    #[must_use]
+    pub fn clock_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Wakes every session whose timer is due; returns how many it woke.
+    pub fn wake_due(&self) -> usize {
+        let now = self.clock_ms();
+        let apps = self.lock();
+        let mut woken = 0;
+        for h in apps.values().flat_map(|s| s.devices.values()) {
+            if h.due_ms.load(Ordering::Acquire) <= now {
+                h.due_ms.store(u64::MAX, Ordering::Release);
+                h.ticked.store(true, Ordering::Release);
+                h.wake.wake();
+                woken += 1;
+            }
+        }
+        woken
+    }
+
+    /// Runs [`Registry::wake_due`] every [`TICK`] until `shutdown`.
+    pub async fn run_ticker(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let mut every = tokio::time::interval(TICK);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = every.tick() => {
+                    self.wake_due();
+                }
+            }
+        }
     }
 
     /// Tells every live session, and any that registers from now on, to close.
@@ -236,14 +328,15 @@ impl Registry {
         capacity: usize,
     ) -> (Arc<SessionHandle>, Outbox) {
         let handle = Arc::new(SessionHandle {
-            id: self.next_id.fetch_add(1, Ordering::Relaxed),
             queue: Mutex::new(VecDeque::new()),
-            capacity: capacity.max(1),
+            capacity: u32::try_from(capacity.max(1)).unwrap_or(u32::MAX),
             lagged: AtomicBool::new(false),
             topics_set: AtomicBool::new(false),
+            due_ms: AtomicU64::new(u64::MAX),
+            ticked: AtomicBool::new(false),
             wake: AtomicWaker::new(),
             closing: AtomicBool::new(false),
-            reason: Mutex::new(None),
+            reason: AtomicU8::new(0),
         });
         let old = {
             let mut apps = self.lock();
@@ -281,7 +374,7 @@ impl Registry {
         let current = sessions
             .devices
             .get(device)
-            .is_some_and(|h| h.id == handle.id);
+            .is_some_and(|h| std::ptr::eq(Arc::as_ptr(h), handle));
         if current && !handle.topics_set.swap(true, Ordering::AcqRel) {
             sessions.set_topics(device, topics);
         }
@@ -296,7 +389,7 @@ impl Registry {
         if sessions
             .devices
             .get(device)
-            .is_some_and(|h| h.id == handle.id)
+            .is_some_and(|h| std::ptr::eq(Arc::as_ptr(h), handle))
         {
             sessions.remove(device);
             if sessions.devices.is_empty() {
@@ -506,5 +599,23 @@ mod tests {
         assert!(r.is_online("a", "d1"));
         r.unregister("a", "d1", &new);
         assert!(!r.is_online("a", "d1"));
+    }
+
+    #[tokio::test]
+    async fn the_ticker_wakes_only_sessions_whose_timer_is_due() {
+        let r = Registry::new();
+        let (soon, _o1) = r.register("a", "d1", 1);
+        let (later, _o2) = r.register("a", "d2", 1);
+        let (never, _o3) = r.register("a", "d3", 1);
+        soon.wake_at(r.clock_ms());
+        later.wake_at(r.clock_ms() + 60_000);
+        assert_eq!(r.wake_due(), 1, "only the due one");
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(soon.poll_tick(&mut cx).is_ready());
+        assert!(soon.poll_tick(&mut cx).is_pending(), "a tick is taken once");
+        assert!(later.poll_tick(&mut cx).is_pending());
+        assert!(never.poll_tick(&mut cx).is_pending());
+        assert_eq!(r.wake_due(), 0, "a fired timer does not fire again");
     }
 }

@@ -144,7 +144,7 @@ pub struct FrameReader {
     /// The start of a frame that has not fully arrived (empty when idle).
     partial: Vec<u8>,
     /// A fragmented message being put together: its opcode and the payload so far.
-    assembling: Option<(u8, Vec<u8>)>,
+    assembling: Option<Box<(u8, Vec<u8>)>>,
 }
 
 /// What [`FrameReader::feed`] asks of its caller after each message.
@@ -158,7 +158,7 @@ impl FrameReader {
     /// Bytes held between reads (0 when idle).
     #[must_use]
     pub fn held(&self) -> usize {
-        self.partial.capacity() + self.assembling.as_ref().map_or(0, |(_, m)| m.capacity())
+        self.partial.capacity() + self.assembling.as_ref().map_or(0, |a| a.1.capacity())
     }
 
     /// Parses every complete frame in `input` (after whatever was kept from earlier reads)
@@ -251,13 +251,14 @@ impl FrameReader {
                 if self.assembling.is_some() {
                     return Err(WireError::Interleaved);
                 }
-                self.assembling = Some((h.opcode, payload.to_vec()));
+                self.assembling = Some(Box::new((h.opcode, payload.to_vec())));
                 Ok(Flow::Continue)
             }
             _ => {
-                let Some((opcode, message)) = self.assembling.as_mut() else {
+                let Some(assembling) = self.assembling.as_mut() else {
                     return Err(WireError::StrayContinuation);
                 };
+                let (opcode, message) = &mut **assembling;
                 if message.len() + payload.len() > max_message {
                     return Err(WireError::TooLarge(max_message));
                 }
@@ -266,9 +267,10 @@ impl FrameReader {
                     return Ok(Flow::Continue);
                 }
                 let opcode = *opcode;
-                let Some((_, mut message)) = self.assembling.take() else {
+                let Some(assembled) = self.assembling.take() else {
                     return Err(WireError::StrayContinuation);
                 };
+                let (_, mut message) = *assembled;
                 deliver(opcode, &mut message, each)
             }
         }

@@ -3,12 +3,11 @@
 //! cut off consumers whose writes stall.
 //!
 //! An idle session is one small task: it waits in a single poll over the socket, the
-//! outbox, its ack in flight, the close signals and one timer, holding no buffer and no
-//! future per source. Everything that does work (writing, storing, closing) runs between
+//! outbox, its ack in flight and its handle in the registry (close, overflow, and the
+//! registry's shared ticker for heartbeats), holding no buffer, no timer and no future per
+//! source. Everything that does work (writing, storing, closing) runs between
 //! waits, boxed, so its state is not part of the idle task.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -92,7 +91,7 @@ impl WsContext {
 pub async fn run(
     upgrade: hyper::upgrade::OnUpgrade,
     ctx: Arc<WsContext>,
-    identity: Option<DeviceIdentity>,
+    identity: Option<Box<DeviceIdentity>>,
 ) {
     let io = match upgrade.await {
         Ok(upgraded) => hyper_util::rt::TokioIo::new(upgraded),
@@ -102,12 +101,23 @@ pub async fn run(
         }
     };
     let mut conn = WsConn::new(io);
-    let Some((mut session, early)) = Box::pin(open(&mut conn, &ctx, identity)).await else {
+    let Some((mut session, early)) = Box::pin(open(&mut conn, &ctx, identity.map(|id| *id))).await
+    else {
         return;
     };
     let _counted = crate::metrics::ConnectionGuard::new(&ctx.metrics, "websocket");
     let mut acks = AckPipe::default();
-    let step = live(&mut conn, &ctx, &mut session, &mut acks, early).await;
+    let limit = ctx.settings.write_timeout;
+    let first = if early.is_empty() {
+        Step::Go
+    } else {
+        let span = session_span(&session.identity);
+        Box::pin(on_client(&mut conn, &mut session, &mut acks, early, limit).instrument(span)).await
+    };
+    let step = match first {
+        Step::Go => live(&mut conn, &ctx, &mut session, &mut acks).await,
+        ended => ended,
+    };
     let span = session_span(&session.identity);
     Box::pin(
         async {
@@ -259,19 +269,22 @@ enum Step {
     End,
 }
 
-/// The timers of a live session, as deadlines behind one sleep.
+/// The timers of a live session, in ms on the registry's clock (its ticker wakes the
+/// session when the next one is due).
 struct Clock {
-    heartbeat: Duration,
-    next_ping: Instant,
-    next_confirm: Instant,
-    last_heard: Instant,
-    dead_after: Duration,
+    next_ping: u64,
+    next_confirm: u64,
+    last_heard: u64,
 }
 
 impl Clock {
-    fn next(&self) -> Instant {
+    fn next(&self) -> u64 {
         self.next_ping.min(self.next_confirm)
     }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The session loop; returns how it ended. Only the wait happens outside a span: each
@@ -281,50 +294,40 @@ async fn live<S>(
     ctx: &WsContext,
     session: &mut Session,
     acks: &mut AckPipe,
-    early: Vec<ClientEvent>,
 ) -> Step
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let settings = &ctx.settings;
-    let limit = settings.write_timeout;
+    let registry = &ctx.registry;
     let handle = Arc::clone(&session.handle);
-    let now = Instant::now();
+    let now = registry.clock_ms();
     let mut clock = Clock {
-        heartbeat: settings.heartbeat,
-        next_ping: now + settings.heartbeat,
-        next_confirm: now + DELIVERED_GRACE,
+        next_ping: now.saturating_add(ms(ctx.settings.heartbeat)),
+        next_confirm: now.saturating_add(ms(DELIVERED_GRACE)),
         last_heard: now,
-        dead_after: settings.heartbeat * 2 + settings.write_timeout,
     };
-    let sleep = tokio::time::sleep_until(clock.next());
-    tokio::pin!(sleep);
-    let mut step = if early.is_empty() {
-        Step::Go
-    } else {
-        let span = session_span(&session.identity);
-        Box::pin(on_client(conn, session, acks, early, limit).instrument(span)).await
-    };
+    let mut step = Step::Go;
     let mut turn = false;
     while matches!(step, Step::Go) {
-        if Instant::now() >= clock.next() {
+        let now = registry.clock_ms();
+        if now >= clock.next() {
             let span = session_span(&session.identity);
-            step = Box::pin(on_timer(conn, session, &mut clock, limit).instrument(span)).await;
-            sleep.as_mut().reset(clock.next());
+            let timer = on_timer(conn, session, &mut clock, &ctx.settings, now);
+            step = Box::pin(timer.instrument(span)).await;
             continue;
         }
+        handle.wake_at(clock.next());
         turn = !turn;
-        let wake = std::future::poll_fn(|cx| {
-            poll_wake(cx, &handle, acks, conn, session, sleep.as_mut(), turn)
-        })
-        .await;
+        let wake =
+            std::future::poll_fn(|cx| poll_wake(cx, &handle, acks, conn, session, turn)).await;
         if matches!(wake, Wake::Timer) {
             continue;
         }
         if let Wake::Client(Ok(_)) = wake {
-            clock.last_heard = Instant::now();
+            clock.last_heard = registry.clock_ms();
         }
         let span = session_span(&session.identity);
+        let limit = ctx.settings.write_timeout;
         step = Box::pin(on_wake(conn, session, acks, wake, limit).instrument(span)).await;
     }
     step
@@ -395,7 +398,6 @@ fn poll_wake<S>(
     acks: &mut AckPipe,
     conn: &mut WsConn<S>,
     session: &mut Session,
-    sleep: Pin<&mut tokio::time::Sleep>,
     turn: bool,
 ) -> Poll<Wake>
 where
@@ -416,7 +418,7 @@ where
             return Poll::Ready(Wake::Frames(frames));
         }
     }
-    if sleep.poll(cx).is_ready() {
+    if handle.poll_tick(cx).is_ready() {
         return Poll::Ready(Wake::Timer);
     }
     Poll::Pending
@@ -454,18 +456,20 @@ async fn on_timer<S>(
     conn: &mut WsConn<S>,
     session: &mut Session,
     clock: &mut Clock,
-    limit: Duration,
+    settings: &SessionSettings,
+    now: u64,
 ) -> Step
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let now = Instant::now();
+    let limit = settings.write_timeout;
     if now >= clock.next_confirm {
         session.flush_delivered(DELIVERED_GRACE).await;
-        clock.next_confirm = now + DELIVERED_GRACE;
+        clock.next_confirm = now.saturating_add(ms(DELIVERED_GRACE));
     }
     if now >= clock.next_ping {
-        if now.duration_since(clock.last_heard) > clock.dead_after {
+        let dead_after = ms(settings.heartbeat * 2 + settings.write_timeout);
+        if now.saturating_sub(clock.last_heard) > dead_after {
             tracing::info!("peer silent past the heartbeat deadline; dropped");
             return Step::End;
         }
@@ -474,7 +478,7 @@ where
         if conn.send(&ping, limit).await.is_err() {
             return Step::End;
         }
-        clock.next_ping = now + clock.heartbeat;
+        clock.next_ping = now.saturating_add(ms(settings.heartbeat));
     }
     Step::Go
 }

@@ -32,7 +32,7 @@ pub const TX_HIGH: usize = 64 * 1024;
 /// Largest plaintext a single `poll_write` encrypts.
 const WRITE_CHUNK: usize = 16 * 1024;
 /// Buffers a thread keeps for reuse, per kind.
-const POOL_KEEP: usize = 32;
+const POOL_KEEP: usize = 8;
 
 thread_local! {
     static RX_POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
@@ -94,19 +94,32 @@ enum Out<'a> {
     CloseNotify,
 }
 
+/// The buffers of a connection while bytes move; dropped when all are empty.
+#[derive(Default)]
+struct Bufs {
+    /// Ciphertext received and not yet processed: `rx[..rx_used]`.
+    rx: Vec<u8>,
+    rx_used: usize,
+    /// Plaintext decrypted and not yet read: `plain[plain_pos..]`.
+    plain: Vec<u8>,
+    plain_pos: usize,
+    /// Ciphertext to send: `tx[tx_pos..]`.
+    tx: Vec<u8>,
+    tx_pos: usize,
+}
+
+impl Bufs {
+    fn is_idle(&self) -> bool {
+        self.rx_used == 0 && self.plain_pos >= self.plain.len() && self.tx_pos >= self.tx.len()
+    }
+}
+
 /// A server-side TLS connection on a TCP socket.
 pub struct TlsStream {
     tcp: TcpStream,
     conn: Box<UnbufferedServerConnection>,
-    /// Ciphertext received and not yet processed: `rx[..rx_used]`. Empty when idle.
-    rx: Vec<u8>,
-    rx_used: usize,
-    /// Plaintext decrypted and not yet read: `plain[plain_pos..]`. Empty when idle.
-    plain: Vec<u8>,
-    plain_pos: usize,
-    /// Ciphertext to send: `tx[tx_pos..]`. Empty when idle.
-    tx: Vec<u8>,
-    tx_pos: usize,
+    /// `None` while idle.
+    bufs: Option<Box<Bufs>>,
     /// The peer sent close_notify or closed TCP: reads give end of file.
     read_eof: bool,
     close_sent: bool,
@@ -123,12 +136,7 @@ impl TlsStream {
         let mut stream = TlsStream {
             tcp,
             conn: Box::new(conn),
-            rx: Vec::new(),
-            rx_used: 0,
-            plain: Vec::new(),
-            plain_pos: 0,
-            tx: Vec::new(),
-            tx_pos: 0,
+            bufs: None,
             read_eof: false,
             close_sent: false,
         };
@@ -143,13 +151,23 @@ impl TlsStream {
 
     /// Bytes held in buffers right now (0 for an idle connection).
     pub fn buffered_capacity(&self) -> usize {
-        self.rx.capacity() + self.plain.capacity() + self.tx.capacity()
+        self.bufs.as_ref().map_or(0, |b| {
+            std::mem::size_of::<Bufs>() + b.rx.capacity() + b.plain.capacity() + b.tx.capacity()
+        })
+    }
+
+    fn tx_pending(&self) -> usize {
+        self.bufs.as_ref().map_or(0, |b| b.tx.len() - b.tx_pos)
+    }
+
+    fn rx_used(&self) -> usize {
+        self.bufs.as_ref().map_or(0, |b| b.rx_used)
     }
 
     fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
             let next = self.process(Out::Nothing)?;
-            if self.tx_pos < self.tx.len() {
+            if self.tx_pending() > 0 {
                 ready!(self.poll_flush_tx(cx))?;
             }
             if !self.conn.is_handshaking() {
@@ -181,14 +199,18 @@ impl TlsStream {
         loop {
             let Self {
                 conn,
-                rx,
-                rx_used,
-                plain,
-                tx,
+                bufs,
                 read_eof,
                 close_sent,
                 ..
             } = self;
+            let Bufs {
+                rx,
+                rx_used,
+                plain,
+                tx,
+                ..
+            } = &mut **bufs.get_or_insert_with(Box::default);
             let UnbufferedStatus { mut discard, state } =
                 conn.process_tls_records(&mut rx[..*rx_used]);
             let next = match state.map_err(tls_error)? {
@@ -318,33 +340,30 @@ impl TlsStream {
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
             ready!(self.tcp.poll_read_ready(cx))?;
-            if self.rx.is_empty() {
-                self.rx = take_rx();
-            } else if self.rx_used == self.rx.len() {
+            let b = self.bufs.get_or_insert_with(Box::default);
+            if b.rx.is_empty() {
+                b.rx = take_rx();
+            } else if b.rx_used == b.rx.len() {
                 // A handshake message spanning records: grow, within bounds.
-                if self.rx.len() >= RX_MAX {
+                if b.rx.len() >= RX_MAX {
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::InvalidData,
                         "TLS handshake message too large",
                     )));
                 }
-                let grown = (self.rx.len() * 2).min(RX_MAX);
-                self.rx.resize(grown, 0);
+                let grown = (b.rx.len() * 2).min(RX_MAX);
+                b.rx.resize(grown, 0);
             }
-            match self.tcp.try_read(&mut self.rx[self.rx_used..]) {
+            match self.tcp.try_read(&mut b.rx[b.rx_used..]) {
                 Ok(0) => {
                     self.read_eof = true;
                     return Poll::Ready(Ok(()));
                 }
                 Ok(n) => {
-                    self.rx_used += n;
+                    b.rx_used += n;
                     return Poll::Ready(Ok(()));
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if self.rx_used == 0 {
-                        give_rx(std::mem::take(&mut self.rx));
-                    }
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.release_idle(),
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }
@@ -352,45 +371,54 @@ impl TlsStream {
 
     /// Writes `tx` to the socket until it is empty, then gives the buffer back.
     fn poll_flush_tx(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.tx_pos < self.tx.len() {
-            let n = ready!(Pin::new(&mut self.tcp).poll_write(cx, &self.tx[self.tx_pos..]))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        if let Some(b) = self.bufs.as_mut() {
+            while b.tx_pos < b.tx.len() {
+                let n = ready!(Pin::new(&mut self.tcp).poll_write(cx, &b.tx[b.tx_pos..]))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                b.tx_pos += n;
             }
-            self.tx_pos += n;
+            b.tx_pos = 0;
+            give_tx(std::mem::take(&mut b.tx));
         }
-        self.tx_pos = 0;
-        give_tx(std::mem::take(&mut self.tx));
+        self.release_idle();
         Poll::Ready(Ok(()))
     }
 
-    /// Gives back whichever buffers are empty.
+    /// Gives back whichever buffers are empty, and drops them all once every one is.
     fn release_idle(&mut self) {
-        if self.rx_used == 0 && !self.rx.is_empty() {
-            give_rx(std::mem::take(&mut self.rx));
+        let Some(b) = self.bufs.as_mut() else { return };
+        if b.rx_used == 0 && !b.rx.is_empty() {
+            give_rx(std::mem::take(&mut b.rx));
         }
-        if self.plain_pos >= self.plain.len() && self.plain.capacity() != 0 {
-            self.plain = Vec::new();
-            self.plain_pos = 0;
+        if b.plain_pos >= b.plain.len() && b.plain.capacity() != 0 {
+            b.plain = Vec::new();
+            b.plain_pos = 0;
         }
-        if self.tx_pos >= self.tx.len() && self.tx.capacity() != 0 {
-            self.tx_pos = 0;
-            give_tx(std::mem::take(&mut self.tx));
+        if b.tx_pos >= b.tx.len() && b.tx.capacity() != 0 {
+            b.tx_pos = 0;
+            give_tx(std::mem::take(&mut b.tx));
+        }
+        if b.is_idle() {
+            self.bufs = None;
         }
     }
 
     /// Copies decrypted bytes to `buf`; true when it copied any.
     fn copy_plain(&mut self, buf: &mut ReadBuf<'_>) -> bool {
-        let pending = &self.plain[self.plain_pos..];
+        let Some(b) = self.bufs.as_mut() else {
+            return false;
+        };
+        let pending = &b.plain[b.plain_pos..];
         if pending.is_empty() || buf.remaining() == 0 {
             return false;
         }
         let n = pending.len().min(buf.remaining());
         buf.put_slice(&pending[..n]);
-        self.plain_pos += n;
-        if self.plain_pos >= self.plain.len() {
-            self.plain = Vec::new();
-            self.plain_pos = 0;
+        b.plain_pos += n;
+        if b.plain_pos >= b.plain.len() {
+            self.release_idle();
         }
         true
     }
@@ -407,19 +435,17 @@ impl AsyncRead for TlsStream {
             if this.copy_plain(buf) || buf.remaining() == 0 {
                 return Poll::Ready(Ok(()));
             }
-            if this.rx_used > 0 {
+            if this.rx_used() > 0 {
                 let next = this.process(Out::Nothing)?;
                 // Post-handshake messages (tickets, key updates) and alerts leave now; a
                 // full socket does not hold up reading.
-                if this.tx_pos < this.tx.len() {
+                if this.tx_pending() > 0 {
                     if let Poll::Ready(Err(e)) = this.poll_flush_tx(cx) {
                         return Poll::Ready(Err(e));
                     }
                 }
                 if this.copy_plain(buf) {
-                    if this.rx_used == 0 {
-                        give_rx(std::mem::take(&mut this.rx));
-                    }
+                    this.release_idle();
                     return Poll::Ready(Ok(()));
                 }
                 if next == Next::Closed {
@@ -448,7 +474,7 @@ impl AsyncWrite for TlsStream {
         if this.close_sent {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
-        if this.tx.len() - this.tx_pos >= TX_HIGH {
+        if this.tx_pending() >= TX_HIGH {
             ready!(this.poll_flush_tx(cx))?;
         }
         let take = data.len().min(WRITE_CHUNK);
