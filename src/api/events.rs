@@ -161,7 +161,14 @@ async fn opened(
     ApiJson(body): ApiJson<Ids>,
 ) -> Result<StatusCode, ApiError> {
     bounded(&body.ids)?;
-    apply(&state, &id, ClientFrame::Opened { ids: body.ids }).await
+    apply(
+        &state,
+        &id,
+        ClientFrame::Opened {
+            ids: body.ids.into(),
+        },
+    )
+    .await
 }
 
 async fn subscribe(

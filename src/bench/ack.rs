@@ -62,7 +62,7 @@ mod tests {
         assert_eq!(
             ClientFrame::parse(&frame),
             Ok(ClientFrame::Ack {
-                ids: vec!["msg_a".into(), "msg_b".into()]
+                ids: ["msg_a", "msg_b"].into_iter().collect()
             })
         );
         a.push("msg_c");

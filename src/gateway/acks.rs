@@ -7,6 +7,7 @@ use std::future::Future as _;
 
 use tokio::sync::oneshot;
 
+use crate::domain::IdList;
 use crate::store::{Store, StoreError};
 
 use super::session::DeviceIdentity;
@@ -19,7 +20,7 @@ type InFlight = oneshot::Receiver<Result<usize, StoreError>>;
 #[derive(Default)]
 pub struct AckPipe {
     in_flight: Option<InFlight>,
-    queued: Vec<String>,
+    queued: IdList,
 }
 
 impl AckPipe {
@@ -32,12 +33,12 @@ impl AckPipe {
         &mut self,
         store: &Store,
         id: &DeviceIdentity,
-        ids: Vec<String>,
+        ids: IdList,
     ) -> Result<(), StoreError> {
         if self.in_flight.is_some() && self.queued.len() + ids.len() > MAX_QUEUED_IDS {
             self.settle().await?;
         }
-        self.queued.extend(ids);
+        self.queued.extend_from(&ids);
         if self.in_flight.is_none() {
             self.send_queued(store, id).await?;
         }

@@ -3,20 +3,32 @@
 
 use serde::Deserialize;
 
-use crate::domain::MAX_BATCH_IDS;
+use crate::domain::{IdList, MAX_BATCH_IDS};
 
 /// Largest client frame accepted, in bytes.
 pub const MAX_CLIENT_FRAME: usize = 64 * 1024;
 
 /// A frame sent by a client.
-#[derive(Debug, Deserialize, PartialEq, Eq)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum ClientFrame {
     Hello { token: String },
-    Ack { ids: Vec<String> },
-    Opened { ids: Vec<String> },
+    Ack { ids: IdList },
+    Opened { ids: IdList },
     Subscribe { topics: Vec<String> },
     Unsubscribe { topics: Vec<String> },
+}
+
+/// Every field any client frame has, read in one pass. An internally tagged enum would make
+/// serde buffer the whole frame and copy every string twice; acks arrive once per batch of
+/// deliveries per device, so they are read straight into their fields and checked after.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Fields<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    token: Option<String>,
+    ids: Option<IdList>,
+    topics: Option<Vec<String>>,
 }
 
 /// Why a client frame was refused.
@@ -39,8 +51,9 @@ impl ClientFrame {
         if text.len() > MAX_CLIENT_FRAME {
             return Err(FrameError::TooLarge);
         }
-        let frame: Self =
+        let f: Fields<'_> =
             serde_json::from_str(text).map_err(|e| FrameError::Invalid(e.to_string()))?;
+        let frame = Self::from_fields(f)?;
         match &frame {
             Self::Ack { ids } | Self::Opened { ids } if ids.len() > MAX_BATCH_IDS => {
                 Err(FrameError::TooManyIds)
@@ -49,6 +62,40 @@ impl ClientFrame {
                 Err(FrameError::Invalid("topics: at most 64 per frame".into()))
             }
             _ => Ok(frame),
+        }
+    }
+
+    /// The frame its `type` names, with exactly that type's field.
+    fn from_fields(f: Fields<'_>) -> Result<Self, FrameError> {
+        let kind = f.kind.as_ref();
+        match (kind, f.token, f.ids, f.topics) {
+            ("hello", Some(token), None, None) => Ok(Self::Hello { token }),
+            ("ack", None, Some(ids), None) => Ok(Self::Ack { ids }),
+            ("opened", None, Some(ids), None) => Ok(Self::Opened { ids }),
+            ("subscribe", None, None, Some(topics)) => Ok(Self::Subscribe { topics }),
+            ("unsubscribe", None, None, Some(topics)) => Ok(Self::Unsubscribe { topics }),
+            ("hello" | "ack" | "opened" | "subscribe" | "unsubscribe", token, ids, topics) => {
+                let expected = match kind {
+                    "hello" => "token",
+                    "ack" | "opened" => "ids",
+                    _ => "topics",
+                };
+                let extra = [
+                    ("token", token.is_some()),
+                    ("ids", ids.is_some()),
+                    ("topics", topics.is_some()),
+                ]
+                .into_iter()
+                .find(|&(name, set)| set && name != expected);
+                Err(FrameError::Invalid(match extra {
+                    Some((name, _)) => format!("unknown field `{name}` in a `{kind}` frame"),
+                    None => format!("missing field `{expected}`"),
+                }))
+            }
+            _ => Err(FrameError::Invalid(format!(
+                "unknown variant `{kind}`, expected one of `hello`, `ack`, `opened`, \
+                 `subscribe`, `unsubscribe`"
+            ))),
         }
     }
 }
@@ -81,7 +128,7 @@ mod tests {
         assert_eq!(
             ClientFrame::parse(r#"{"type":"ack","ids":["msg_1"]}"#),
             Ok(ClientFrame::Ack {
-                ids: vec!["msg_1".into()]
+                ids: ["msg_1"].into_iter().collect()
             })
         );
         assert!(ClientFrame::parse(r#"{"type":"ack","ids":[],"x":1}"#).is_err());
@@ -92,5 +139,64 @@ mod tests {
             ClientFrame::parse(&many.to_string()),
             Err(FrameError::TooManyIds)
         );
+    }
+
+    #[test]
+    fn each_type_takes_exactly_its_own_field() {
+        let ok = [
+            (
+                r#"{"type":"hello","token":"t"}"#,
+                ClientFrame::Hello { token: "t".into() },
+            ),
+            (
+                r#"{"ids":["a"],"type":"opened"}"#,
+                ClientFrame::Opened {
+                    ids: ["a"].into_iter().collect(),
+                },
+            ),
+            (
+                r#"{"type":"subscribe","topics":["n"]}"#,
+                ClientFrame::Subscribe {
+                    topics: vec!["n".into()],
+                },
+            ),
+            (
+                r#"{"type":"unsubscribe","topics":[]}"#,
+                ClientFrame::Unsubscribe { topics: vec![] },
+            ),
+            (
+                r#"{"type":"\u0061ck","ids":[]}"#,
+                ClientFrame::Ack {
+                    ids: IdList::default(),
+                },
+            ),
+        ];
+        for (text, frame) in ok {
+            assert_eq!(ClientFrame::parse(text), Ok(frame), "{text}");
+        }
+        let refused = [
+            (r#"{"type":"ack"}"#, "missing field `ids`"),
+            (r#"{"type":"hello"}"#, "missing field `token`"),
+            (
+                r#"{"type":"ack","ids":[],"token":"t"}"#,
+                "unknown field `token`",
+            ),
+            (
+                r#"{"type":"hello","token":"t","topics":[]}"#,
+                "unknown field `topics`",
+            ),
+            (r#"{"type":"subscribe","ids":[]}"#, "unknown field `ids`"),
+            (r#"{"type":"ack","ids":[],"ids":[]}"#, "duplicate field"),
+            (r#"{"type":7,"ids":[]}"#, "invalid type"),
+            (r#"{"ids":[]}"#, "missing field `type`"),
+            (r#"{"type":"welcome"}"#, "unknown variant `welcome`"),
+            (r#"{"type":"ack","ids":[1]}"#, "invalid type"),
+        ];
+        for (text, why) in refused {
+            match ClientFrame::parse(text) {
+                Err(FrameError::Invalid(msg)) => assert!(msg.contains(why), "{text}: {msg}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
     }
 }

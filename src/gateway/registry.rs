@@ -189,6 +189,17 @@ impl Outbox {
         item
     }
 
+    /// Moves up to `max` queued frames, oldest first, to the end of `into`, under one lock
+    /// (not one per frame: the writer thread offers into the same queue meanwhile).
+    pub fn take_into(&mut self, into: &mut Vec<Shared>, max: usize) {
+        let mut queue = lock_ignoring_poison(&self.handle.queue);
+        let n = queue.len().min(max);
+        into.extend(queue.drain(..n));
+        if queue.is_empty() && queue.capacity() > OUTBOX_KEEP {
+            *queue = VecDeque::new();
+        }
+    }
+
     /// Waits for the next queued frame.
     pub async fn recv(&mut self) -> Option<Shared> {
         Some(std::future::poll_fn(|cx| self.poll_recv(cx)).await)

@@ -164,19 +164,15 @@ impl Session {
             }
             let Some(first) = first else { continue };
             let now = self.store.now_ms();
-            let mut frames = Vec::new();
-            let mut next = Some(first);
-            while let Some(item) = next {
-                if item.seq > self.last_sent && item.expires_at_ms > now {
+            let mut frames = vec![first];
+            self.outbox.take_into(&mut frames, self.max_batch - 1);
+            frames.retain(|item| {
+                let fresh = item.seq > self.last_sent && item.expires_at_ms > now;
+                if fresh {
                     self.last_sent = item.seq;
-                    frames.push(item);
                 }
-                next = if frames.len() < self.max_batch {
-                    self.outbox.try_recv()
-                } else {
-                    None
-                };
-            }
+                fresh
+            });
             if !frames.is_empty() {
                 return Poll::Ready(Ok(frames));
             }
@@ -273,7 +269,7 @@ impl Session {
     }
 
     /// The client acked these ids (their delivery counts with the ack).
-    pub fn acked(&mut self, ids: &[String]) {
+    pub fn acked(&mut self, ids: &crate::domain::IdList) {
         self.unconfirmed.acked(ids);
     }
 

@@ -8,17 +8,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::registry::Shared;
+use crate::domain::IdList;
 
 /// How long a written frame waits for its ack before it is counted as delivered anyway.
 pub const DELIVERED_GRACE: Duration = Duration::from_secs(1);
 /// Most frames remembered; past it the oldest are counted at once.
 pub const MAX_UNCONFIRMED: usize = 4096;
 
+/// A written frame: when, and the frame itself (one reference to the message every session
+/// shares, rather than copies of its topic and id).
 struct Entry {
     at: Instant,
-    seq: u64,
-    topic: Option<Arc<str>>,
-    id: Arc<str>,
+    frame: Shared,
 }
 
 /// A time-ordered queue of written, unacknowledged frames.
@@ -31,7 +32,11 @@ pub struct Unconfirmed {
 pub type Marks = Vec<(u64, Option<String>)>;
 
 fn mark(e: &Entry) -> (u64, Option<String>) {
-    (e.seq, e.topic.as_deref().map(str::to_owned))
+    (e.frame.seq, e.frame.topic.as_deref().map(str::to_owned))
+}
+
+fn id_of(e: &Entry) -> &str {
+    e.frame.id.as_deref().unwrap_or_default()
 }
 
 impl Unconfirmed {
@@ -39,12 +44,10 @@ impl Unconfirmed {
     pub fn written(&mut self, frames: &[Shared]) -> Marks {
         let now = Instant::now();
         for f in frames {
-            if let (true, Some(id)) = (f.seq > 0, &f.id) {
+            if f.seq > 0 && f.id.is_some() {
                 self.queue.push_back(Entry {
                     at: now,
-                    seq: f.seq,
-                    topic: f.topic.clone(),
-                    id: Arc::clone(id),
+                    frame: Arc::clone(f),
                 });
             }
         }
@@ -53,12 +56,24 @@ impl Unconfirmed {
     }
 
     /// Forgets acknowledged frames: their ack counts their delivery.
-    pub fn acked(&mut self, ids: &[String]) {
-        if self.queue.is_empty() || ids.is_empty() {
+    ///
+    /// Clients ack in the order they read, so the oldest frames are matched first, one
+    /// comparison each; only ids left over after that are looked for in the whole queue.
+    pub fn acked(&mut self, ids: &IdList) {
+        let mut matched = 0;
+        while let (Some(front), Some(id)) = (self.queue.front(), ids.get(matched)) {
+            if id_of(front) != id {
+                break;
+            }
+            self.queue.pop_front();
+            matched += 1;
+        }
+        if self.queue.is_empty() || matched == ids.len() {
             return;
         }
-        let ids: HashSet<&str> = ids.iter().map(String::as_str).collect();
-        self.queue.retain(|e| !ids.contains(&*e.id));
+        let rest: HashSet<&str, foldhash::quality::RandomState> =
+            ids.iter().skip(matched).collect();
+        self.queue.retain(|e| !rest.contains(id_of(e)));
     }
 
     /// Takes the marks of frames written at least `grace` ago.
@@ -98,7 +113,7 @@ mod tests {
         assert!(u
             .written(&[frame(1, "msg_a"), frame(2, "msg_b"), frame(0, "gap")])
             .is_empty());
-        u.acked(&["msg_a".to_owned()]);
+        u.acked(&["msg_a"].into_iter().collect());
         assert!(u.due(Duration::from_secs(60)).is_empty(), "not yet due");
         assert_eq!(u.due(Duration::ZERO), vec![(2, None)]);
         assert!(u.due(Duration::ZERO).is_empty());

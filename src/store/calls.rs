@@ -3,6 +3,8 @@
 
 use tokio::sync::oneshot;
 
+use crate::domain::IdList;
+
 use super::ops_apps::{FirstStartOp, NewApp, NewCredential};
 use super::ops_delivery::Cancelled;
 use super::ops_devices::{DevicePatch, NewDevice};
@@ -42,9 +44,9 @@ impl Store {
         &self,
         app: &str,
         device: &str,
-        ids: Vec<String>,
+        ids: impl Into<IdList>,
     ) -> Result<usize, StoreError> {
-        let (app, device) = (app.to_owned(), device.to_owned());
+        let (app, device, ids) = (app.to_owned(), device.to_owned(), ids.into());
         self.call(|tx| Op::Ack {
             app,
             device,
@@ -63,7 +65,7 @@ impl Store {
         &self,
         app: &str,
         device: &str,
-        ids: Vec<String>,
+        ids: IdList,
     ) -> Result<oneshot::Receiver<Result<usize, StoreError>>, StoreError> {
         let (tx, rx) = oneshot::channel();
         let op = Op::Ack {
@@ -93,7 +95,7 @@ impl Store {
     }
 
     /// Counts client `opened` reports (statistics; at most `targeted` per message).
-    pub async fn mark_opened(&self, app: &str, ids: Vec<String>) {
+    pub async fn mark_opened(&self, app: &str, ids: IdList) {
         let op = Op::Opened {
             app: app.to_owned(),
             ids,

@@ -3,8 +3,14 @@
 //!
 //! A broadcast acked by a thousand devices in one group commit is one JSON decode and one
 //! encode instead of a thousand of each. Every write-side access to the `messages` table goes
-//! through here ([`load`], [`peek`], [`update`], [`save`], [`remove`], [`forget_app`]);
-//! readers use committed snapshots and never see this cache.
+//! through here ([`load`], [`update`], [`save`], [`remove`], [`forget_app`], and
+//! [`MessageCache::find`] with [`MessageCache::get`] / [`MessageCache::get_mut`] for a
+//! caller that looks a record up once and touches it more than once); readers use committed
+//! snapshots and never see this cache.
+//!
+//! Fan-out acks look up a record per delivered message, so a hit costs two hash lookups
+//! (app, then id) with foldhash — seeded per map, so ids chosen by a client cannot aim at
+//! one bucket — and allocates nothing.
 
 use std::collections::HashMap;
 
@@ -15,11 +21,14 @@ use super::records::MessageRecord;
 use super::tables::{from_json, to_json};
 use super::StoreError;
 
-/// The batch's view of message records, by app then message id (looked up by `&str`, so a
-/// hit allocates nothing).
+type Map<K, V> = HashMap<K, V, foldhash::quality::RandomState>;
+
+/// The batch's view of message records: an index by app then message id (looked up by
+/// `&str`, so a hit allocates nothing) into the slots.
 #[derive(Default)]
 pub(crate) struct MessageCache {
-    apps: HashMap<String, HashMap<String, Slot>>,
+    index: Map<String, Map<String, usize>>,
+    slots: Vec<Slot>,
 }
 
 struct Slot {
@@ -31,60 +40,87 @@ struct Slot {
 impl MessageCache {
     /// Drops everything (after a failed commit: the table never saw these writes).
     pub fn clear(&mut self) {
-        self.apps.clear();
+        self.index.clear();
+        self.slots.clear();
     }
 
     /// Writes the changed records into the transaction and empties the cache.
     pub fn flush(&mut self, tables: &mut Tables<'_>) -> Result<(), StoreError> {
-        if self.apps.is_empty() {
+        if self.index.is_empty() {
+            self.slots.clear();
             return Ok(());
         }
         let table = tables.messages()?;
-        for (app, slots) in self.apps.drain() {
-            for (id, slot) in slots {
-                if let (true, Some(m)) = (slot.dirty, slot.record) {
+        for (app, ids) in self.index.drain() {
+            for (id, i) in ids {
+                if let Some(Slot {
+                    record: Some(m),
+                    dirty: true,
+                }) = self.slots.get(i)
+                {
                     table.insert(
                         (app.as_str(), id.as_str()),
-                        to_json("messages", &m)?.as_slice(),
+                        to_json("messages", m)?.as_slice(),
                     )?;
                 }
             }
         }
+        self.slots.clear();
         Ok(())
     }
 
-    fn slot(
+    /// The slot of a record, read from the table on first use in this batch.
+    pub fn find(
         &mut self,
         tables: &mut Tables<'_>,
         app: &str,
         id: &str,
-    ) -> Result<&mut Slot, StoreError> {
-        if !self.apps.get(app).is_some_and(|s| s.contains_key(id)) {
-            let record = {
-                let table = tables.messages()?;
-                let value = table.get((app, id))?;
-                value
-                    .map(|v| from_json("messages", v.value()))
-                    .transpose()?
-            };
-            self.put(app, id.to_owned(), record, false);
+    ) -> Result<usize, StoreError> {
+        if let Some(&i) = self.index.get(app).and_then(|ids| ids.get(id)) {
+            return Ok(i);
         }
-        self.apps
-            .get_mut(app)
-            .and_then(|s| s.get_mut(id))
-            .ok_or(StoreError::CommitFailed)
+        let record = {
+            let table = tables.messages()?;
+            let value = table.get((app, id))?;
+            value
+                .map(|v| from_json("messages", v.value()))
+                .transpose()?
+        };
+        Ok(self.put(app, id.to_owned(), record, false))
     }
 
-    fn put(&mut self, app: &str, id: String, record: Option<MessageRecord>, dirty: bool) {
-        let slots = match self.apps.get_mut(app) {
-            Some(slots) => slots,
+    /// The record in slot `i` (from [`Self::find`]), if there is one.
+    pub fn get(&self, i: usize) -> Option<&MessageRecord> {
+        self.slots.get(i).and_then(|s| s.record.as_ref())
+    }
+
+    /// The record in slot `i`, to change in place (written when the batch commits).
+    pub fn get_mut(&mut self, i: usize) -> Option<&mut MessageRecord> {
+        let slot = self.slots.get_mut(i)?;
+        let m = slot.record.as_mut()?;
+        slot.dirty = true;
+        Some(m)
+    }
+
+    fn put(&mut self, app: &str, id: String, record: Option<MessageRecord>, dirty: bool) -> usize {
+        let ids = match self.index.get_mut(app) {
+            Some(ids) => ids,
             // Sized for a busy batch, so it does not regrow in every commit.
-            None => self
-                .apps
-                .entry(app.to_owned())
-                .or_insert_with(|| HashMap::with_capacity(64)),
+            None => self.index.entry(app.to_owned()).or_insert_with(|| {
+                HashMap::with_capacity_and_hasher(64, foldhash::quality::RandomState::default())
+            }),
         };
-        slots.insert(id, Slot { record, dirty });
+        let slot = Slot { record, dirty };
+        if let Some(&i) = ids.get(id.as_str()) {
+            if let Some(s) = self.slots.get_mut(i) {
+                *s = slot;
+                return i;
+            }
+        }
+        let i = self.slots.len();
+        self.slots.push(slot);
+        ids.insert(id, i);
+        i
     }
 }
 
@@ -95,18 +131,8 @@ pub(crate) fn load(
     app: &str,
     id: &str,
 ) -> Result<Option<MessageRecord>, StoreError> {
-    Ok(cache.slot(tables, app, id)?.record.clone())
-}
-
-/// Reads the record without copying it: `f` sees it, or `None` if there is none.
-pub(crate) fn peek<R>(
-    tables: &mut Tables<'_>,
-    cache: &mut MessageCache,
-    app: &str,
-    id: &str,
-    f: impl FnOnce(Option<&MessageRecord>) -> R,
-) -> Result<R, StoreError> {
-    Ok(f(cache.slot(tables, app, id)?.record.as_ref()))
+    let i = cache.find(tables, app, id)?;
+    Ok(cache.get(i).cloned())
 }
 
 /// Changes the record in place (written when the batch commits); `None` if there is none.
@@ -117,11 +143,8 @@ pub(crate) fn update<R>(
     id: &str,
     f: impl FnOnce(&mut MessageRecord) -> R,
 ) -> Result<Option<R>, StoreError> {
-    let slot = cache.slot(tables, app, id)?;
-    Ok(slot.record.as_mut().map(|m| {
-        slot.dirty = true;
-        f(m)
-    }))
+    let i = cache.find(tables, app, id)?;
+    Ok(cache.get_mut(i).map(f))
 }
 
 /// Replaces the record; it reaches the table when the batch commits.
@@ -143,6 +166,7 @@ pub(crate) fn remove(
 }
 
 /// Forgets every record of an app held by this batch (the app's rows are being deleted).
+/// Its slots stay until the batch ends, unreachable, so they are never written.
 pub(crate) fn forget_app(cache: &mut MessageCache, app: &str) {
-    cache.apps.remove(app);
+    cache.index.remove(app);
 }

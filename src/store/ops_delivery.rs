@@ -1,9 +1,6 @@
 //! Writes on the delivery side: acks (per message for mailboxes, cumulative per topic),
 //! delivery and `opened` marks, cancellation, and the one place a mailbox entry is released.
 
-use std::collections::hash_map::Entry;
-use std::collections::HashMap;
-
 use redb::ReadableTable;
 
 use super::msg_cache;
@@ -12,6 +9,7 @@ use super::records::{Lifecycle, MessageRecord};
 use super::tables::{Cursor, MailboxEntry, SCHEDULE, SUBSCRIPTIONS, TOPIC_LOG};
 use super::writer::WriterState;
 use super::StoreError;
+use crate::domain::IdList;
 
 /// The message record as the batch being built sees it (see [`msg_cache`]).
 pub(crate) fn load_message(
@@ -144,91 +142,99 @@ pub(crate) fn release_entry(
 /// Acks by message id: a mailbox entry is released; a topic message moves the device's
 /// cursor in that topic to its seq (topic acks are cumulative). The ids are applied in
 /// sequence order, whatever order the client sent them in, and each topic cursor is read
-/// and written once per request.
+/// and written once per request. Each id's record is looked up once (a fan-out ack touches
+/// one record per delivered message).
 pub(crate) fn ack(
     tables: &mut Tables<'_>,
     state: &mut WriterState,
     app: &str,
     device: &str,
-    ids: &[String],
+    ids: &IdList,
 ) -> Result<usize, StoreError> {
-    // (seq, id, topic, live only) of each known message, in sequence order, once each.
-    let mut order: Vec<(u64, &str, Option<String>, bool)> = Vec::with_capacity(ids.len());
-    for id in ids {
-        let found = msg_cache::peek(tables, &mut state.messages, app, id, |m| {
-            m.map(|m| (m.seq, m.topic.clone(), m.live_only))
-        })?;
-        if let Some((seq, topic, live_only)) = found {
-            order.push((seq, id.as_str(), topic, live_only));
+    // (seq, id, record slot, kind) of each known message, in sequence order, once each.
+    let mut order: Vec<(u64, &str, usize, Kind)> = Vec::with_capacity(ids.len());
+    for id in ids.iter() {
+        let slot = state.messages.find(tables, app, id)?;
+        if let Some(m) = state.messages.get(slot) {
+            let kind = if m.live_only {
+                Kind::LiveOnly
+            } else if m.topic.is_some() {
+                Kind::Topic
+            } else {
+                Kind::Mailbox
+            };
+            order.push((m.seq, id, slot, kind));
         }
     }
-    order.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    order.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
     order.dedup_by(|a, b| a.1 == b.1);
-    let mut cursors: HashMap<String, Option<(Cursor, bool)>> = HashMap::new();
+    // The topics this request touches: almost always one, so a short list, not a map.
+    let mut cursors: Vec<(String, Option<(Cursor, bool)>)> = Vec::new();
     let (mut acked, mut n_acked, mut n_delivered) = (0, 0, 0);
-    for (seq, id, topic, live_only) in order {
-        if live_only {
-            // Stored nowhere, so nothing to release and no cursor to move (moving a topic
-            // cursor for it could skip stored messages). The ack still counts, bounded by
-            // the audience; delivery counts with it.
-            let counted = msg_cache::update(tables, &mut state.messages, app, id, |m| {
-                if m.acked < m.targeted {
-                    m.acked += 1;
-                    m.delivered = m.delivered.max(m.acked);
-                    true
-                } else {
-                    false
+    for (seq, _, slot, kind) in order {
+        match kind {
+            Kind::LiveOnly => {
+                // Stored nowhere, so nothing to release and no cursor to move (moving a
+                // topic cursor for it could skip stored messages). The ack still counts,
+                // bounded by the audience; delivery counts with it.
+                if let Some(m) = state.messages.get_mut(slot) {
+                    if m.acked < m.targeted {
+                        m.acked += 1;
+                        m.delivered = m.delivered.max(m.acked);
+                        n_acked += 1;
+                        acked += 1;
+                    }
                 }
-            })?;
-            if counted == Some(true) {
-                n_acked += 1;
-                acked += 1;
             }
-            continue;
-        }
-        if let Some(topic) = topic {
-            let slot = match cursors.entry(topic) {
-                Entry::Occupied(e) => e.into_mut(),
-                Entry::Vacant(e) => {
+            Kind::Topic => {
+                let Some(topic) = state.messages.get(slot).and_then(|m| m.topic.as_deref()) else {
+                    continue;
+                };
+                let at = if let Some(at) = cursors.iter().position(|(t, _)| t == topic) {
+                    at
+                } else {
                     let current = tables
                         .txn
                         .open_table(SUBSCRIPTIONS)?
-                        .get((app, device, e.key().as_str()))?
+                        .get((app, device, topic))?
                         .map(|v| Cursor::decode(v.value()))
                         .transpose()?;
-                    e.insert(current.map(|c| (c, false)))
+                    cursors.push((topic.to_owned(), current.map(|c| (c, false))));
+                    cursors.len() - 1
+                };
+                let Some((cursor, changed)) = cursors.get_mut(at).and_then(|(_, c)| c.as_mut())
+                else {
+                    continue;
+                };
+                if seq <= cursor.acked {
+                    continue;
                 }
-            };
-            let Some((cursor, changed)) = slot else {
-                continue;
-            };
-            if seq <= cursor.acked {
-                continue;
-            }
-            cursor.acked = seq;
-            *changed = true;
-            let first_delivery = cursor.delivered < seq;
-            if first_delivery {
-                cursor.delivered = seq;
-            }
-            msg_cache::update(tables, &mut state.messages, app, id, |m| {
-                m.acked += 1;
+                cursor.acked = seq;
+                *changed = true;
+                let first_delivery = cursor.delivered < seq;
                 if first_delivery {
-                    m.delivered += 1;
+                    cursor.delivered = seq;
                 }
-            })?;
-            n_acked += 1;
-            n_delivered += u64::from(first_delivery);
-            acked += 1;
-        } else {
-            let entry = tables
-                .mailbox()?
-                .get((app, device, seq))?
-                .map(|v| MailboxEntry::decode(v.value()))
-                .transpose()?;
-            if let Some(entry) = entry {
-                release_entry(tables, state, app, device, seq, &entry, Outcome::Acked)?;
+                if let Some(m) = state.messages.get_mut(slot) {
+                    m.acked += 1;
+                    if first_delivery {
+                        m.delivered += 1;
+                    }
+                }
+                n_acked += 1;
+                n_delivered += u64::from(first_delivery);
                 acked += 1;
+            }
+            Kind::Mailbox => {
+                let entry = tables
+                    .mailbox()?
+                    .get((app, device, seq))?
+                    .map(|v| MailboxEntry::decode(v.value()))
+                    .transpose()?;
+                if let Some(entry) = entry {
+                    release_entry(tables, state, app, device, seq, &entry, Outcome::Acked)?;
+                    acked += 1;
+                }
             }
         }
     }
@@ -238,7 +244,7 @@ pub(crate) fn ack(
             s.delivered += n_delivered;
         });
     }
-    if cursors.values().any(|c| matches!(c, Some((_, true)))) {
+    if cursors.iter().any(|(_, c)| matches!(c, Some((_, true)))) {
         let mut subs = tables.txn.open_table(SUBSCRIPTIONS)?;
         for (topic, slot) in &cursors {
             if let Some((cursor, true)) = slot {
@@ -247,6 +253,17 @@ pub(crate) fn ack(
         }
     }
     Ok(acked)
+}
+
+/// Where an acked message is held.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// A `ttl: 0` message, stored nowhere.
+    LiveOnly,
+    /// A topic-log entry (topic or `all`).
+    Topic,
+    /// A device's mailbox entry.
+    Mailbox,
 }
 
 /// Counts frames written to a device once each: a mailbox entry's flag, or the device's
@@ -326,9 +343,9 @@ pub(crate) fn opened(
     tables: &mut Tables<'_>,
     state: &mut WriterState,
     app: &str,
-    ids: &[String],
+    ids: &IdList,
 ) -> Result<(), StoreError> {
-    for id in ids {
+    for id in ids.iter() {
         let counted = msg_cache::update(tables, &mut state.messages, app, id, |m| {
             if m.opened < m.targeted {
                 m.opened += 1;

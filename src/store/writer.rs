@@ -23,6 +23,7 @@ use super::records::{AppRecord, AuditRecord, DeviceRecord, UserRecord};
 use super::tables::{StatsRow, META_CLOCK, STATS};
 use super::tables::{META, META_NEXT_SEQ};
 use super::{CommitListener, Committed, StoreError};
+use crate::domain::IdList;
 use crate::metrics::Metrics;
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -66,7 +67,7 @@ pub(crate) enum Op {
     Ack {
         app: String,
         device: String,
-        ids: Vec<String>,
+        ids: IdList,
         reply: Reply<usize>,
     },
     Delivered {
@@ -76,7 +77,7 @@ pub(crate) enum Op {
     },
     Opened {
         app: String,
-        ids: Vec<String>,
+        ids: IdList,
     },
     Cancel {
         app: String,
