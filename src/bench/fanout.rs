@@ -776,6 +776,9 @@ struct Reader<'a> {
     ack: AckFrame,
     out: DeviceResult,
     received: u64,
+    /// When the batch being read arrived (ns since the epoch): the frames of one batch were
+    /// all readable at once, so one clock read serves them all.
+    now: u64,
 }
 
 /// What the load generator needs of a `message` frame — its id and the stamp — read
@@ -827,7 +830,7 @@ fn scan_message(text: &str) -> Option<(&str, Option<Stamp>)> {
 impl Reader<'_> {
     fn on_message(&mut self, msg: &Message) {
         let Message::Text(text) = msg else { return };
-        let now = since(self.shared.epoch, Instant::now());
+        let now = self.now;
         let (id, data) = if let Some((id, data)) = scan_message(text.as_str()) {
             (Some(id), data)
         } else {
@@ -907,6 +910,7 @@ async fn receive(
         ack: AckFrame::default(),
         out: DeviceResult::default(),
         received: 0,
+        now: 0,
     };
     'outer: loop {
         let first = tokio::select! {
@@ -918,6 +922,7 @@ async fn receive(
             r.out.disconnected = true;
             break;
         };
+        r.now = since(shared.epoch, Instant::now());
         r.on_message(&msg);
         while r.ack.len() < ACK_BATCH {
             match ws.next().now_or_never() {
@@ -1138,6 +1143,7 @@ mod tests {
             ack: AckFrame::default(),
             out: DeviceResult::default(),
             received: 0,
+            now: 2,
         };
         r.on_message(&message("msg_a", r#"{"t":1,"i":0,"r":7}"#));
         r.on_message(&message("msg_b", r#"{"t":1,"i":2,"r":7}"#));
