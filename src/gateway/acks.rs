@@ -20,7 +20,9 @@ type InFlight = oneshot::Receiver<Result<usize, StoreError>>;
 #[derive(Default)]
 pub struct AckPipe {
     in_flight: Option<InFlight>,
-    queued: IdList,
+    /// Ids taken while an ack is in flight; boxed so an idle session's task holds one
+    /// pointer here, not the list.
+    queued: Option<Box<IdList>>,
 }
 
 impl AckPipe {
@@ -35,10 +37,22 @@ impl AckPipe {
         id: &DeviceIdentity,
         ids: IdList,
     ) -> Result<(), StoreError> {
-        if self.in_flight.is_some() && self.queued.len() + ids.len() > MAX_QUEUED_IDS {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        if self.in_flight.is_none() && self.queued.is_none() {
+            // The common case: nothing waiting, so these go as they are.
+            self.in_flight = Some(store.ack_queued(&id.app, &id.device, ids).await?);
+            return Ok(());
+        }
+        let queued = self.queued.as_ref().map_or(0, |q| q.len());
+        if self.in_flight.is_some() && queued + ids.len() > MAX_QUEUED_IDS {
             self.settle().await?;
         }
-        self.queued.extend_from(&ids);
+        match self.queued.as_mut() {
+            Some(q) => q.extend_from(&ids),
+            None => self.queued = Some(Box::new(ids)),
+        }
         if self.in_flight.is_none() {
             self.send_queued(store, id).await?;
         }
@@ -106,10 +120,13 @@ impl AckPipe {
     }
 
     async fn send_queued(&mut self, store: &Store, id: &DeviceIdentity) -> Result<(), StoreError> {
-        if self.queued.is_empty() {
+        let Some(ids) = self.queued.take() else {
+            return Ok(());
+        };
+        if ids.is_empty() {
             return Ok(());
         }
-        let ids = std::mem::take(&mut self.queued);
+        let ids = *ids;
         self.in_flight = Some(store.ack_queued(&id.app, &id.device, ids).await?);
         Ok(())
     }
