@@ -16,7 +16,9 @@ pub const DELIVERED_GRACE: Duration = Duration::from_secs(1);
 pub const MAX_UNCONFIRMED: usize = 4096;
 
 /// A written frame: when, and the frame itself (one reference to the message every session
-/// shares, rather than copies of its topic and id).
+/// shares, rather than copies of its topic and id). It keeps the frame's bytes alive until
+/// its ack or the grace, at most [`MAX_UNCONFIRMED`] frames per session; the outbox held
+/// them until just before anyway.
 struct Entry {
     at: Instant,
     frame: Shared,
