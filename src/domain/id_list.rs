@@ -61,12 +61,6 @@ impl IdList {
             self.push(id);
         }
     }
-
-    /// The ids as owned strings (for callers that keep them apart).
-    #[must_use]
-    pub fn to_vec(&self) -> Vec<String> {
-        self.iter().map(str::to_owned).collect()
-    }
 }
 
 impl fmt::Debug for IdList {
@@ -87,12 +81,6 @@ impl<'a> FromIterator<&'a str> for IdList {
 
 impl From<Vec<String>> for IdList {
     fn from(ids: Vec<String>) -> Self {
-        ids.iter().map(String::as_str).collect()
-    }
-}
-
-impl From<&[String]> for IdList {
-    fn from(ids: &[String]) -> Self {
         ids.iter().map(String::as_str).collect()
     }
 }
@@ -174,7 +162,7 @@ mod tests {
         let mut a: IdList = vec!["x".to_owned(), "yy".to_owned()].into();
         let b: IdList = ["z"].into_iter().collect();
         a.extend_from(&b);
-        assert_eq!(a.to_vec(), ["x", "yy", "z"]);
+        assert_eq!(a.iter().collect::<Vec<_>>(), ["x", "yy", "z"]);
         assert_eq!(format!("{a:?}"), r#"["x", "yy", "z"]"#);
     }
 }
