@@ -12,8 +12,8 @@ use crate::auth::sha256_hex;
 use crate::domain::{
     format_rfc3339_ms, now_ms, time_ordered_id, validate_message_id, MessageInput,
 };
-use crate::store::records::{Lifecycle, MessageRecord, Scope};
-use crate::store::{Idempotency, PushOp};
+use crate::store::records::{AppRecord, Lifecycle, MessageRecord, Scope};
+use crate::store::{Idempotency, PushOp, PushReply};
 
 use super::extract::{ApiKey, RawJson};
 use super::{ApiError, AppState, Method, RouteTable};
@@ -68,7 +68,7 @@ fn parse_send_at(value: &str, now: u64) -> Result<u64, ApiError> {
 
 /// The idempotency key from the body or the `Idempotency-Key` header (not both, unless equal),
 /// with the hash of the request it identifies: the body as parsed, without the key itself.
-fn idempotency(
+pub(super) fn idempotency(
     headers: &HeaderMap,
     input: &MessageInput,
     bytes: &[u8],
@@ -127,6 +127,62 @@ pub(super) async fn accept(
         bytes,
     } = body;
     let idempotency = idempotency(headers, &input, &bytes)?;
+    let app = state
+        .store
+        .app(app_name)?
+        .ok_or_else(|| ApiError::not_found("app not found"))?;
+    let config = state.config.borrow().clone();
+    let rate = app
+        .limits
+        .pushes_per_second
+        .unwrap_or(config.limits.pushes_per_second);
+    take_tokens(state, app_name, rate, 1)?;
+    let op = prepare(&app, &config.limits, input, idempotency, now_ms())?;
+    let reply = state
+        .store
+        .push(op)
+        .await
+        .map_err(|e| ApiError::from_store(e, "device"))?;
+    tracing::debug!(app = %app_name, by = %actor, message = %reply.id,
+        recipients = ?reply.recipients, replayed = reply.replayed, "push accepted");
+    Ok((StatusCode::ACCEPTED, Json(reply_body(&reply))).into_response())
+}
+
+/// The 202 answer's body for one stored push.
+pub(super) fn reply_body(reply: &PushReply) -> serde_json::Value {
+    let mut body = json!({"id": reply.id, "recipients": reply.recipients});
+    if let Some(at) = reply.scheduled_at_ms {
+        body["send_at"] = json!(format_rfc3339_ms(at));
+    }
+    body
+}
+
+/// Takes `n` pushes from the app's rate budget, or answers 429.
+pub(super) fn take_tokens(
+    state: &AppState,
+    app_name: &str,
+    rate: u32,
+    n: u32,
+) -> Result<(), ApiError> {
+    if let Err(retry_after) = state.rate_limiter.take_n(app_name, rate, n) {
+        crate::metrics::Metrics::app(&state.metrics.rate_limited, app_name).inc();
+        return Err(ApiError::rate_limited(
+            format!("this app may push {rate} messages per second; retry later"),
+            retry_after,
+        ));
+    }
+    Ok(())
+}
+
+/// Checks one push against the app's limits (size, TTL, schedule, target) and builds the
+/// store operation; the rate limit is the caller's.
+pub(super) fn prepare(
+    app: &AppRecord,
+    limits: &crate::config::LimitsConfig,
+    input: MessageInput,
+    idempotency: Option<Idempotency>,
+    now: u64,
+) -> Result<PushOp, ApiError> {
     if input.notification.is_none() && input.data.is_none() {
         return Err(ApiError::invalid(
             "a message needs notification, data or both",
@@ -134,23 +190,6 @@ pub(super) async fn accept(
     }
     if let Some(k) = &input.collapse_key {
         check_key("collapse_key", k)?;
-    }
-    let app = state
-        .store
-        .app(app_name)?
-        .ok_or_else(|| ApiError::not_found("app not found"))?;
-    let config = state.config.borrow().clone();
-    let limits = &config.limits;
-    let rate = app
-        .limits
-        .pushes_per_second
-        .unwrap_or(limits.pushes_per_second);
-    if let Err(retry_after) = state.rate_limiter.take(app_name, rate) {
-        crate::metrics::Metrics::app(&state.metrics.rate_limited, app_name).inc();
-        return Err(ApiError::rate_limited(
-            format!("this app may push {rate} messages per second; retry later"),
-            retry_after,
-        ));
     }
     let max_bytes = app
         .limits
@@ -174,7 +213,6 @@ pub(super) async fn accept(
             "ttl: at most {max_ttl} seconds for this app"
         )));
     }
-    let now = now_ms();
     let send_at_ms = input
         .send_at
         .as_deref()
@@ -189,8 +227,8 @@ pub(super) async fn accept(
         .to
         .validate()
         .map_err(|e| ApiError::invalid(e.to_string()))?;
-    let op = PushOp {
-        app: app_name.to_owned(),
+    Ok(PushOp {
+        app: app.name.clone(),
         id: time_ordered_id("msg"),
         target,
         notification: input.notification,
@@ -202,19 +240,7 @@ pub(super) async fn accept(
         send_at_ms,
         idempotency,
         mailbox_cap: app.limits.mailbox_cap.unwrap_or(limits.mailbox_cap),
-    };
-    let reply = state
-        .store
-        .push(op)
-        .await
-        .map_err(|e| ApiError::from_store(e, "device"))?;
-    tracing::debug!(app = %app_name, by = %actor, message = %reply.id,
-        recipients = ?reply.recipients, replayed = reply.replayed, "push accepted");
-    let mut body = json!({"id": reply.id, "recipients": reply.recipients});
-    if let Some(at) = reply.scheduled_at_ms {
-        body["send_at"] = json!(format_rfc3339_ms(at));
-    }
-    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+    })
 }
 
 /// The state of a push as one word, from its lifecycle and counts.

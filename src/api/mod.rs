@@ -14,6 +14,8 @@ mod events;
 mod extract;
 mod health;
 mod messages;
+mod messages_batch;
+pub use messages_batch::MAX_BATCH;
 mod openapi;
 pub mod policy;
 mod principal;
@@ -91,6 +93,7 @@ impl RouteTable {
         console_info::routes(&mut t);
         app_data::routes(&mut t);
         messages::routes(&mut t);
+        messages_batch::routes(&mut t);
         stats::routes(&mut t);
         devices::routes(&mut t);
         connect::routes(&mut t);

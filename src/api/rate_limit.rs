@@ -24,6 +24,13 @@ impl RateLimiter {
     /// Takes one token from the app's bucket, or says how many whole seconds until one is
     /// there (always 1: the bucket refills one token within 1/rate seconds).
     pub fn take(&self, app: &str, rate_per_sec: u32) -> Result<(), u64> {
+        self.take_n(app, rate_per_sec, 1)
+    }
+
+    /// Takes `n` tokens at once (a batch of pushes), or none. A batch larger than one
+    /// second's worth can never be taken; the caller refuses it before asking.
+    pub fn take_n(&self, app: &str, rate_per_sec: u32, n: u32) -> Result<(), u64> {
+        let want = f64::from(n);
         let rate = f64::from(rate_per_sec.max(1));
         let now = Instant::now();
         let mut map = self
@@ -41,11 +48,11 @@ impl RateLimiter {
         let elapsed = now.duration_since(bucket.last).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * rate).min(rate);
         bucket.last = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
+        if bucket.tokens >= want {
+            bucket.tokens -= want;
             Ok(())
         } else {
-            // A token comes back within 1/rate seconds, never more than one second:
+            // The bucket refills in at most one second (its burst is one second's worth):
             // Retry-After is in whole seconds, so that is 1.
             Err(1)
         }

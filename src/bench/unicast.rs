@@ -41,6 +41,9 @@ pub struct Options {
     pub warmup: Duration,
     /// Total pushes per second across all clients; `None`: flat out.
     pub rate: Option<f64>,
+    /// Pushes per request: 1 sends `POST /v1/messages`; more sends `POST /v1/messages/batch`
+    /// with that many pushes, each to a random device.
+    pub batch: usize,
     /// Server process to read CPU time and memory of.
     pub server_pid: Option<u32>,
     /// Progress lines on stderr.
@@ -66,6 +69,8 @@ pub struct Report {
     pub http: &'static str,
     pub devices: usize,
     pub clients: usize,
+    /// Pushes per API request.
+    pub batch: usize,
     pub mode: &'static str,
     pub target_rate: Option<f64>,
     /// Measured window in seconds (warm-up excluded).
@@ -123,6 +128,9 @@ pub async fn run(endpoint: Arc<Endpoint>, opts: Options) -> anyhow::Result<Repor
     if opts.devices == 0 || opts.clients == 0 {
         bail!("--devices and --clients must be at least 1");
     }
+    if !(1..=MAX_BATCH).contains(&opts.batch) {
+        bail!("--batch must be 1 to {MAX_BATCH}");
+    }
     if opts.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
         bail!("--rate must be a positive number");
     }
@@ -169,7 +177,12 @@ pub async fn run(endpoint: Arc<Endpoint>, opts: Options) -> anyhow::Result<Repor
             devices: Arc::clone(&ids),
             warm_end,
             end,
-            schedule: opts.rate.map(|r| schedule(r, opts.clients, i)),
+            // The rate is in pushes; a client sends requests of `batch` pushes.
+            #[allow(clippy::cast_precision_loss)]
+            schedule: opts
+                .rate
+                .map(|r| schedule(r / opts.batch as f64, opts.clients, i)),
+            batch: opts.batch,
         }));
     }
     let ticker = tokio::spawn(report_progress(Arc::clone(&shared), show));
@@ -208,6 +221,7 @@ pub async fn run(endpoint: Arc<Endpoint>, opts: Options) -> anyhow::Result<Repor
         http,
         devices: opts.devices,
         clients: opts.clients,
+        batch: opts.batch,
         mode: if opts.rate.is_some() {
             "rate"
         } else {
@@ -367,6 +381,24 @@ struct Worker {
     end: Instant,
     /// (interval, offset of the first send) in rate mode.
     schedule: Option<(Duration, Duration)>,
+    batch: usize,
+}
+
+/// Most pushes in one batch request (the server's bound).
+const MAX_BATCH: usize = crate::api::MAX_BATCH;
+
+/// The bench push for `device`, stamped with the send instant.
+fn push_body(out: &mut String, device: &str, t_ns: u64) {
+    let _ = write!(
+        out,
+        r#"{{"to":{{"device":"{device}"}},"notification":{{"title":"bench","body":"warbler bench push"}},"data":{{"t":{t_ns}}}}}"#,
+    );
+}
+
+/// The `accepted` count of a batch answer.
+#[derive(Deserialize)]
+struct BatchReply {
+    accepted: u64,
 }
 
 struct WorkerResult {
@@ -388,7 +420,13 @@ async fn push_worker(w: Worker) -> WorkerResult {
         warm_end,
         end,
         schedule,
+        batch,
     } = w;
+    let path = if batch == 1 {
+        "/v1/messages"
+    } else {
+        "/v1/messages/batch"
+    };
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut out = WorkerResult {
         api: histogram(),
@@ -415,24 +453,52 @@ async fn push_worker(w: Worker) -> WorkerResult {
         } else if Instant::now() >= end {
             break;
         }
-        let device = &devices[rng.random_range(0..devices.len())];
         let t0 = Instant::now();
+        let t_ns = since(start, t0);
         body.clear();
-        let _ = write!(
-            body,
-            r#"{{"to":{{"device":"{device}"}},"notification":{{"title":"bench","body":"warbler bench push"}},"data":{{"t":{}}}}}"#,
-            since(start, t0)
-        );
+        if batch == 1 {
+            push_body(
+                &mut body,
+                &devices[rng.random_range(0..devices.len())],
+                t_ns,
+            );
+        } else {
+            body.push_str(r#"{"messages":["#);
+            for j in 0..batch {
+                if j > 0 {
+                    body.push(',');
+                }
+                push_body(
+                    &mut body,
+                    &devices[rng.random_range(0..devices.len())],
+                    t_ns,
+                );
+            }
+            body.push_str("]}");
+        }
         let result = conn
-            .post("/v1/messages", endpoint.api_auth(), body.clone().into())
+            .post(path, endpoint.api_auth(), body.clone().into())
             .await;
         let done = Instant::now();
         out.last_done = out.last_done.max(done);
         match result {
-            Ok((status, _)) if status == hyper::StatusCode::ACCEPTED => {
-                shared.accepted.fetch_add(1, Ordering::Relaxed);
+            Ok((status, reply)) if status == hyper::StatusCode::ACCEPTED => {
+                let pushed = if batch == 1 {
+                    1
+                } else {
+                    serde_json::from_slice::<BatchReply>(&reply).map_or(0, |r| r.accepted)
+                };
+                let refused = batch as u64 - pushed;
+                if refused > 0 {
+                    shared.errors.fetch_add(refused, Ordering::Relaxed);
+                    *out.errors.entry("batch item".into()).or_insert(0) += refused;
+                    out.first_error.get_or_insert_with(|| {
+                        format!("batch item refused: {}", String::from_utf8_lossy(&reply))
+                    });
+                }
+                shared.accepted.fetch_add(pushed, Ordering::Relaxed);
                 if t0 >= warm_end {
-                    out.accepted += 1;
+                    out.accepted += pushed;
                     record(&mut out.api, done - t0);
                 }
             }
@@ -573,8 +639,16 @@ impl Report {
             .map_or_else(|| "flat out".to_owned(), |r| format!("at {r:.0}/s"));
         let _ = writeln!(
             s,
-            "unicast: {} devices, {} API clients ({}), {mode}, {:.1} s measured",
-            self.devices, self.clients, self.http, self.duration_s
+            "unicast: {} devices, {} API clients ({}), {}, {mode}, {:.1} s measured",
+            self.devices,
+            self.clients,
+            self.http,
+            if self.batch == 1 {
+                "one push per request".to_owned()
+            } else {
+                format!("batches of {}", self.batch)
+            },
+            self.duration_s
         );
         let _ = writeln!(
             s,

@@ -89,6 +89,10 @@ struct UnicastArgs {
     /// Total pushes per second across all clients (default: flat out).
     #[arg(long)]
     rate: Option<f64>,
+    /// Pushes per request: above 1, each request is a `POST /v1/messages/batch` of this
+    /// many pushes, each to a random device (at most 500).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=500))]
+    batch: u16,
 }
 
 #[derive(Debug, Args)]
@@ -237,6 +241,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 duration: seconds("duration", u.duration)?,
                 warmup: seconds("warmup", u.warmup)?,
                 rate: u.rate,
+                batch: usize::from(u.batch),
                 server_pid: t.server_pid,
                 progress,
             };

@@ -36,6 +36,25 @@ impl Store {
         self.call(|tx| Op::Push(Box::new(op), tx)).await
     }
 
+    /// Stores several pushes, queued one after another so that they share a group commit
+    /// (as far as the writer's batch cap allows); answers each once it is committed, in order.
+    pub async fn push_many(&self, ops: Vec<PushOp>) -> Vec<Result<PushReply, StoreError>> {
+        let mut waiting = Vec::with_capacity(ops.len());
+        for op in ops {
+            let (tx, rx) = oneshot::channel();
+            let queued = self.inner.ops.send(Op::Push(Box::new(op), tx)).await;
+            waiting.push(queued.ok().map(|()| rx));
+        }
+        let mut out = Vec::with_capacity(waiting.len());
+        for rx in waiting {
+            out.push(match rx {
+                Some(rx) => rx.await.unwrap_or(Err(StoreError::Closed)),
+                None => Err(StoreError::Closed),
+            });
+        }
+        out
+    }
+
     /// Removes the acked messages from the device's mailbox; returns how many were pending.
     ///
     /// # Errors

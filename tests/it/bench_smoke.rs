@@ -71,6 +71,28 @@ async fn every_bench_scenario_runs_at_a_small_size_and_its_counts_add_up() {
     let writer_us = u["writer_cpu_us_per_push"].as_f64().expect("writer µs");
     assert!(server_us > 0.0 && writer_us <= server_us, "{u}");
 
+    // The same through the batch endpoint: 20 pushes per request, every one delivered.
+    let b = bench(
+        &server,
+        &[
+            "unicast",
+            "-d",
+            "8",
+            "-k",
+            "2",
+            "--duration",
+            "1",
+            "--warmup",
+            "0.2",
+            "--batch",
+            "20",
+        ],
+    );
+    assert_eq!(b["batch"], 20, "{b}");
+    assert!(b["accepted"].as_u64().expect("accepted") >= 20, "{b}");
+    assert_eq!(b["errors"], 0, "{b}");
+    assert_eq!(b["missing"], 0, "{b}");
+
     let c = bench(&server, &["connections", "-n", "100", "--hold", "0.5"]);
     assert_eq!(c["connected"], 100, "{c}");
     assert!(c["server_rss_per_connection_kib"].as_f64().is_some(), "{c}");

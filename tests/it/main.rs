@@ -8,6 +8,7 @@ mod app_connections;
 mod audit;
 mod backup_restore;
 mod bad_input;
+mod batch_push;
 mod bench_smoke;
 mod broadcast_storage;
 mod cli;
