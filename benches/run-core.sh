@@ -2,11 +2,13 @@
 # Core benchmarks of Warbler on loopback, with medians:
 #   - unicast flat out: 64 devices, 64 API clients, 10 s, RUNS_FLAT (5) times;
 #   - unicast at 5,000 pushes/s, same shape, RUNS_RATE (5) times;
+#   - unicast flat out through `POST /v1/messages/batch` (BATCH pushes per request, default
+#     20), same shape, RUNS_BATCH (5) times;
 #   - connections: 10,000 idle TLS WebSockets held 10 s, RUNS_CONN (3) times, each against
 #     a freshly started server so its RSS is clean.
 # The unicast runs share one server (started once, on a fresh data dir).
 #
-# Knobs (environment): RUNS_FLAT RUNS_RATE RUNS_CONN DURATION DEVICES CLIENTS RATE CONNS
+# Knobs (environment): RUNS_FLAT RUNS_RATE RUNS_BATCH BATCH RUNS_CONN DURATION DEVICES CLIENTS RATE CONNS
 # HOLD HTTP2=1 SKIP_BUILD=1 KEEP=1 SERVER_CPUS=0 BENCH_CPUS=1 OUT=dir.
 # Every run is bounded in time (timeout) and every loop in count.
 set -euo pipefail
@@ -15,6 +17,8 @@ source benches/lib.sh
 
 RUNS_FLAT=${RUNS_FLAT:-5}
 RUNS_RATE=${RUNS_RATE:-5}
+RUNS_BATCH=${RUNS_BATCH:-5}
+BATCH=${BATCH:-20}
 RUNS_CONN=${RUNS_CONN:-3}
 DURATION=${DURATION:-10}
 DEVICES=${DEVICES:-64}
@@ -55,6 +59,12 @@ for i in $(seq 1 "$RUNS_RATE"); do
         --devices "$DEVICES" --clients "$CLIENTS" --duration "$DURATION" --rate "$RATE" \
         >"$OUT/rate-$i.json"
 done
+for i in $(seq 1 "$RUNS_BATCH"); do
+    echo "bench: unicast flat out in batches of $BATCH, run $i/$RUNS_BATCH" >&2
+    bench "$unicast_limit" --json -q "${EXTRA[@]}" unicast \
+        --devices "$DEVICES" --clients "$CLIENTS" --duration "$DURATION" --batch "$BATCH" \
+        >"$OUT/batch-$i.json"
+done
 stop_server
 
 conn_limit=$((HOLD + 900))
@@ -85,7 +95,8 @@ def fmt(v, unit="", nd=3):
     return (f"{v:,.0f}" if nd == 0 else f"{v:.{nd}f}") + unit
 summary = {}
 print((out / "machine.txt").read_text().strip())
-for name, title in (("flat", "unicast, flat out"), ("rate", "unicast, fixed rate")):
+for name, title in (("flat", "unicast, flat out"), ("rate", "unicast, fixed rate"),
+                    ("batch", "unicast, flat out, batch requests")):
     runs = load(name)
     if not runs:
         continue
@@ -110,6 +121,8 @@ for name, title in (("flat", "unicast, flat out"), ("rate", "unicast, fixed rate
     }
     summary[name] = row
     rate = f" at {r0['target_rate']:.0f}/s" if r0.get("target_rate") else ""
+    if r0.get("batch", 1) > 1:
+        rate += f", {r0['batch']} pushes per request"
     print(f"\n{title}{rate}: {r0['devices']} devices, {r0['clients']} clients ({r0['http']}), "
           f"medians of {len(runs)} runs")
     print(f"  accepted/s      {fmt(row['accepted_per_s'], nd=0)}"
