@@ -127,15 +127,7 @@ pub(super) async fn accept(
         bytes,
     } = body;
     let idempotency = idempotency(headers, &input, &bytes)?;
-    let app = state
-        .store
-        .app(app_name)?
-        .ok_or_else(|| ApiError::not_found("app not found"))?;
-    let config = state.config.borrow().clone();
-    let rate = app
-        .limits
-        .pushes_per_second
-        .unwrap_or(config.limits.pushes_per_second);
+    let (app, config, rate) = push_settings(state, app_name)?;
     take_tokens(state, app_name, rate, 1)?;
     let op = prepare(&app, &config.limits, input, idempotency, now_ms())?;
     let reply = state
@@ -155,6 +147,23 @@ pub(super) fn reply_body(reply: &PushReply) -> serde_json::Value {
         body["send_at"] = json!(format_rfc3339_ms(at));
     }
     body
+}
+
+/// The app a push is for, the running configuration, and the app's pushes per second.
+pub(super) fn push_settings(
+    state: &AppState,
+    app_name: &str,
+) -> Result<(AppRecord, std::sync::Arc<crate::config::Config>, u32), ApiError> {
+    let app = state
+        .store
+        .app(app_name)?
+        .ok_or_else(|| ApiError::not_found("app not found"))?;
+    let config = state.config.borrow().clone();
+    let rate = app
+        .limits
+        .pushes_per_second
+        .unwrap_or(config.limits.pushes_per_second);
+    Ok((app, config, rate))
 }
 
 /// Takes `n` pushes from the app's rate budget, or answers 429.

@@ -21,7 +21,7 @@ use crate::domain::{now_ms, MessageInput};
 use crate::store::records::Scope;
 
 use super::extract::{parse_json, ApiKey, BodyBytes};
-use super::messages::{idempotency, prepare, reply_body, take_tokens};
+use super::messages::{idempotency, prepare, push_settings, reply_body, take_tokens};
 use super::{ApiError, AppState, Method, RouteTable};
 
 /// Most pushes in one batch (the request body is bounded too: `MAX_BODY_BYTES`).
@@ -71,15 +71,7 @@ async fn send_batch(
             "messages: 1 to {MAX_BATCH} pushes per batch (got {n})"
         )));
     }
-    let app = state
-        .store
-        .app(&key.app)?
-        .ok_or_else(|| ApiError::not_found("app not found"))?;
-    let config = state.config.borrow().clone();
-    let rate = app
-        .limits
-        .pushes_per_second
-        .unwrap_or(config.limits.pushes_per_second);
+    let (app, config, rate) = push_settings(&state, &key.app)?;
     let no_headers = HeaderMap::new();
     let now = now_ms();
     let mut ops = Vec::with_capacity(n);
