@@ -7,6 +7,7 @@
 mod backup;
 mod calls;
 mod error;
+mod message_codec;
 mod msg_cache;
 mod open_tables;
 mod ops_apps;

@@ -1,7 +1,8 @@
 //! Message records touched by the transaction being built: each is decoded once, changed in
-//! memory by every request of the batch, and encoded once just before the commit.
+//! memory by every request of the batch, and encoded once just before the commit (in the binary form of
+//! [`message_codec`](super::message_codec)).
 //!
-//! A broadcast acked by a thousand devices in one group commit is one JSON decode and one
+//! A broadcast acked by a thousand devices in one group commit is one decode and one
 //! encode instead of a thousand of each. Every write-side access to the `messages` table goes
 //! through here ([`load`], [`update`], [`save`], [`remove`], [`forget_app`], and
 //! [`MessageCache::find`] with [`MessageCache::get`] / [`MessageCache::get_mut`] for a
@@ -16,9 +17,9 @@ use std::collections::HashMap;
 
 use redb::ReadableTable;
 
+use super::message_codec;
 use super::open_tables::Tables;
 use super::records::MessageRecord;
-use super::tables::{from_json, to_json};
 use super::StoreError;
 
 type Map<K, V> = HashMap<K, V, foldhash::quality::RandomState>;
@@ -60,7 +61,7 @@ impl MessageCache {
                 {
                     table.insert(
                         (app.as_str(), id.as_str()),
-                        to_json("messages", m)?.as_slice(),
+                        message_codec::encode(m).as_slice(),
                     )?;
                 }
             }
@@ -83,7 +84,7 @@ impl MessageCache {
             let table = tables.messages()?;
             let value = table.get((app, id))?;
             value
-                .map(|v| from_json("messages", v.value()))
+                .map(|v| message_codec::decode(v.value()))
                 .transpose()?
         };
         Ok(self.put(app, id.to_owned(), record, false))

@@ -164,7 +164,9 @@ impl Store {
         let txn = self.db().begin_read()?;
         let table = txn.open_table(MESSAGES)?;
         let value = table.get((app, id))?;
-        value.map(|v| from_json("messages", v.value())).transpose()
+        value
+            .map(|v| super::message_codec::decode(v.value()))
+            .transpose()
     }
 
     /// Up to `limit` pending, unexpired messages of a device with `seq > after`, in seq

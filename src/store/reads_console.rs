@@ -50,7 +50,7 @@ impl Store {
         let mut out = Vec::new();
         for row in table.range((app, "")..(app, "\u{10ffff}"))?.rev() {
             let (_, v) = row?;
-            let record: MessageRecord = from_json("messages", v.value())?;
+            let record: MessageRecord = super::message_codec::decode(v.value())?;
             let title = if let Some(kept) = &record.title {
                 Some(kept.clone())
             } else if record.seq == 0 {

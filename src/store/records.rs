@@ -1,4 +1,5 @@
-//! Records kept as JSON values in the store's tables.
+//! Records kept in the store's tables: JSON values, except message records (binary, see
+//! `message_codec`).
 
 use serde::{Deserialize, Serialize};
 

@@ -11,7 +11,7 @@
 //! | `devices` | (app, device) | JSON [`DeviceRecord`](super::records::DeviceRecord) |
 //! | `device_home` | device | app (for device-token lookup only) |
 //! | `user_devices` | (app, user, device) | () |
-//! | `messages` | (app, message id) | JSON [`MessageRecord`](super::records::MessageRecord) |
+//! | `messages` | (app, message id) | binary [`MessageRecord`](super::records::MessageRecord) (`message_codec.rs`; JSON as written before 2026-12, still read) |
 //! | `bodies` | (app, seq) | the encoded `message` frame, shared by all recipients |
 //! | `mailbox` | (app, device, seq) | [`MailboxEntry`] (binary, below) |
 //! | `msg_recipients` | (app, message id, device) | () — devices a direct message was stored for; none for a push to exactly one device (its record's target names it) |

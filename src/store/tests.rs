@@ -392,3 +392,43 @@ async fn a_recipients_row_from_an_older_store_is_counted_once() {
     assert_eq!((m.cancelled, m.pending), (1, 0));
     store.close();
 }
+
+#[tokio::test]
+async fn message_records_written_as_json_by_earlier_versions_are_read_and_rewritten() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, _) = open(dir.path());
+    app_with_devices(&store, &["dev_1"]).await;
+    let sent = store.push(push_to("dev_1", 1, far())).await.expect("push");
+    let key = ("a", sent.id.as_str());
+    let raw = |store: &Store| -> Vec<u8> {
+        let txn = redb::ReadableDatabase::begin_read(store.db()).expect("read");
+        let table = txn.open_table(tables::MESSAGES).expect("table");
+        let value = table.get(key).expect("get").expect("record");
+        value.value().to_vec()
+    };
+    assert_ne!(raw(&store).first(), Some(&b'{'), "new records are binary");
+    // Turn the record into the JSON form an earlier version wrote.
+    let record = store.message("a", &sent.id).expect("read").expect("record");
+    {
+        let txn = store.db().begin_write().expect("write");
+        txn.open_table(tables::MESSAGES)
+            .expect("table")
+            .insert(key, serde_json::to_vec(&record).expect("json").as_slice())
+            .expect("insert");
+        txn.commit().expect("commit");
+    }
+    assert_eq!(raw(&store).first(), Some(&b'{'));
+    assert_eq!(store.message("a", &sent.id).expect("read"), Some(record));
+    // The writer reads the JSON record, updates it, and writes it back binary.
+    assert_eq!(
+        store
+            .ack("a", "dev_1", vec![sent.id.clone()])
+            .await
+            .expect("ack"),
+        1
+    );
+    assert_ne!(raw(&store).first(), Some(&b'{'));
+    let after = store.message("a", &sent.id).expect("read").expect("record");
+    assert_eq!((after.acked, after.pending), (1, 0));
+    store.close();
+}
