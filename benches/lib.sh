@@ -3,6 +3,7 @@
 
 BIN=${BIN:-target/release/warbler}
 # DURABILITY=relaxed starts servers that answer before fsync (default: immediate).
+# JOURNAL=false makes immediate commits fsync the database file instead of the journal.
 # PLAIN=1 starts servers without TLS (tls.mode = "off", serve --insecure-plaintext).
 # Optional CPU pinning, e.g. SERVER_CPUS=0 BENCH_CPUS=1 (empty: no pinning).
 SERVER_CPUS=${SERVER_CPUS:-}
@@ -35,6 +36,7 @@ start_server() {
 listen = "127.0.0.1:0"
 [storage]
 durability = "${DURABILITY:-immediate}"
+journal = ${JOURNAL:-true}
 cache_mib = ${CACHE_MIB:-256}
 [limits]
 # The benchmark measures the server, not its per-app rate limit.

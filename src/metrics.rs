@@ -38,6 +38,7 @@ pub struct Metrics {
     pub opened: Family<AppLabel, Counter>,
     pub expired: Family<AppLabel, Counter>,
     pub commit_seconds: Histogram,
+    pub checkpoint_seconds: Histogram,
     pub commit_batch_size: Histogram,
     pub writer_queue_depth: Gauge,
     pub config_reloads: Family<ResultLabel, Counter>,
@@ -68,6 +69,7 @@ impl Metrics {
             opened: Family::default(),
             expired: Family::default(),
             commit_seconds: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
+            checkpoint_seconds: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
             commit_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
             writer_queue_depth: Gauge::default(),
             config_reloads: Family::default(),
@@ -110,8 +112,13 @@ impl Metrics {
         );
         registry.register(
             "store_commit_seconds",
-            "Duration of store commits (fsync included)",
+            "Duration of store commits (fsync of the journal or the database included)",
             m.commit_seconds.clone(),
+        );
+        registry.register(
+            "store_checkpoint_seconds",
+            "Duration of store checkpoints: durable database commits that empty the journal",
+            m.checkpoint_seconds.clone(),
         );
         registry.register(
             "store_commit_batch_size",

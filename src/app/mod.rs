@@ -128,6 +128,8 @@ impl App {
             },
             cache_bytes: usize::try_from(config.storage.cache_mib.saturating_mul(1024 * 1024))
                 .unwrap_or(usize::MAX),
+            journal: config.storage.journal,
+            checkpoint_every: Duration::from_millis(config.storage.checkpoint_ms),
             ..WriterConfig::default()
         };
         let store = Store::open(&data_dir.join("warbler.redb"), writer, registry.clone())?;

@@ -76,6 +76,11 @@ pub struct StorageConfig {
     /// MiB of memory the store may use to cache database pages (reads and writes). The
     /// server's memory grows up to about this much as the database grows, then stays.
     pub cache_mib: u64,
+    /// With `immediate` durability, make pushes, acks and delivery reports durable in the
+    /// journal (one small sequential fsync per group commit) instead of in the database file.
+    pub journal: bool,
+    /// Longest time between checkpoints: durable database commits that empty the journal.
+    pub checkpoint_ms: u64,
 }
 
 impl Default for StorageConfig {
@@ -84,6 +89,8 @@ impl Default for StorageConfig {
             durability: StorageDurability::default(),
             sweep_interval_ms: 1000,
             cache_mib: 256,
+            journal: true,
+            checkpoint_ms: 1000,
         }
     }
 }
@@ -210,6 +217,9 @@ impl Config {
         }
         if !(10..=60_000).contains(&self.storage.sweep_interval_ms) {
             errors.push("storage.sweep_interval_ms must be between 10 and 60000".into());
+        }
+        if !(10..=60_000).contains(&self.storage.checkpoint_ms) {
+            errors.push("storage.checkpoint_ms must be between 10 and 60000".into());
         }
         if !(8..=65_536).contains(&self.storage.cache_mib) {
             errors.push("storage.cache_mib must be between 8 and 65536".into());

@@ -8,7 +8,8 @@ use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{SeqAccess, Visitor};
-use serde::{Deserialize, Deserializer};
+use serde::ser::SerializeSeq;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Message ids in order, possibly repeated (the store ignores repeats).
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -82,6 +83,17 @@ impl<'a> FromIterator<&'a str> for IdList {
 impl From<Vec<String>> for IdList {
     fn from(ids: Vec<String>) -> Self {
         ids.iter().map(String::as_str).collect()
+    }
+}
+
+/// As a list of strings, the shape it is read from.
+impl Serialize for IdList {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(self.len()))?;
+        for id in self.iter() {
+            seq.serialize_element(id)?;
+        }
+        seq.end()
     }
 }
 

@@ -20,6 +20,8 @@ pub enum StoreError {
     Storage(#[from] redb::Error),
     #[error("corrupt record in {table}: {reason}")]
     Corrupt { table: &'static str, reason: String },
+    #[error("the store journal {path}: {reason}")]
+    Journal { path: String, reason: String },
     #[error("the store is shutting down")]
     Closed,
     #[error("the commit failed; nothing of this request was written")]

@@ -1,12 +1,15 @@
 //! The durable store on redb: the on-disk format ([`tables`]), the records kept in it, the
 //! single writer thread with group commit ([`writer`]), and concurrent read queries.
 //!
-//! Invariant: a write request is answered only after the transaction holding it committed
-//! (with `Durability::Immediate` unless the operator chose relaxed durability).
+//! Invariant: a write request is answered only after the transaction holding it is durable:
+//! its batch fsynced in the [`journal`] (the default) or committed with
+//! `Durability::Immediate`, unless the operator chose relaxed durability.
 
 mod backup;
 mod calls;
 mod error;
+mod journal;
+mod journal_ops;
 mod message_codec;
 mod msg_cache;
 mod open_tables;
@@ -22,6 +25,8 @@ pub mod records;
 pub mod tables;
 mod writer;
 
+#[cfg(test)]
+mod journal_tests;
 #[cfg(test)]
 mod model_tests;
 #[cfg(test)]
@@ -87,6 +92,12 @@ pub trait CommitListener: Send + Sync {
     fn committed(&self, event: &Committed);
 }
 
+/// The journal next to the database file at `db_path` (`warbler.redb` → `warbler.journal`).
+#[must_use]
+pub fn journal_path(db_path: &Path) -> std::path::PathBuf {
+    db_path.with_extension("journal")
+}
+
 /// A cheap, cloneable handle to the store.
 #[derive(Clone)]
 pub struct Store {
@@ -130,13 +141,14 @@ impl Store {
             let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
         }
         let db = Arc::new(db);
-        let (next_seq, clock_ms) = tables::initialize(&db)?;
+        let start = tables::initialize(&db)?;
         let stats = Arc::new(WriterStats::default());
-        let clock = Arc::new(AtomicU64::new(clock_ms));
+        let clock = Arc::new(AtomicU64::new(start.clock));
         let (ops, handle) = writer::spawn(
             Arc::clone(&db),
             config,
-            (next_seq, clock_ms),
+            &start,
+            &journal_path(path),
             listener,
             Arc::clone(&stats),
             Arc::clone(&clock),

@@ -88,6 +88,12 @@ pub const META_NEXT_SEQ: &str = "next_seq";
 pub const META_INITIALIZED: &str = "initialized";
 /// The latest wall-clock time (ms) the writer has seen; time never runs backwards for expiry.
 pub const META_CLOCK: &str = "clock_ms";
+/// The first journal record not contained in the state of this commit
+/// ([`journal`](super::journal)); records before it were applied already.
+pub const META_JOURNAL_NEXT: &str = "journal_next";
+/// A random number naming this store, written at creation: journal records carry it, so a
+/// journal copied next to another store is refused instead of applied.
+pub const META_STORE_ID: &str = "store_id";
 
 /// One pending message in a device's mailbox:
 /// `expires_at_ms: u64 BE | flags: u8 | message id: UTF-8`.
@@ -231,11 +237,20 @@ impl StatsRow {
     }
 }
 
-/// Creates every table, checks the schema version and returns the next sequence number.
+/// Where a store starts from, read from its metadata.
+#[derive(Debug, Clone, Copy)]
+pub struct Start {
+    pub next_seq: u64,
+    pub clock: u64,
+    pub store_id: u64,
+    pub journal_next: u64,
+}
+
+/// Creates every table, checks the schema version and returns where the store starts.
 ///
 /// # Errors
 /// `SchemaTooNew` for a file written by a newer binary; storage errors.
-pub fn initialize(db: &redb::Database) -> Result<(u64, u64), StoreError> {
+pub fn initialize(db: &redb::Database) -> Result<Start, StoreError> {
     {
         let read = db.begin_read()?;
         if let Ok(meta) = read.open_table(META) {
@@ -251,15 +266,26 @@ pub fn initialize(db: &redb::Database) -> Result<(u64, u64), StoreError> {
     }
     let mut txn = db.begin_write()?;
     txn.set_durability(redb::Durability::Immediate)?;
-    let next_seq;
-    let clock;
+    let start;
     {
         let mut meta = txn.open_table(META)?;
         if meta.get(META_SCHEMA_VERSION)?.is_none() {
             meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION)?;
         }
-        next_seq = meta.get(META_NEXT_SEQ)?.map_or(1, |v| v.value());
-        clock = meta.get(META_CLOCK)?.map_or(0, |v| v.value());
+        let found = meta.get(META_STORE_ID)?.map(|v| v.value());
+        let store_id = if let Some(id) = found {
+            id
+        } else {
+            let id = rand::random::<u64>();
+            meta.insert(META_STORE_ID, id)?;
+            id
+        };
+        start = Start {
+            next_seq: meta.get(META_NEXT_SEQ)?.map_or(1, |v| v.value()),
+            clock: meta.get(META_CLOCK)?.map_or(0, |v| v.value()),
+            store_id,
+            journal_next: meta.get(META_JOURNAL_NEXT)?.map_or(1, |v| v.value()),
+        };
         txn.open_table(APPS)?;
         txn.open_table(CREDENTIALS)?;
         txn.open_table(APP_CREDENTIALS)?;
@@ -286,7 +312,7 @@ pub fn initialize(db: &redb::Database) -> Result<(u64, u64), StoreError> {
         txn.open_table(AUDIT)?;
     }
     txn.commit()?;
-    Ok((next_seq, clock))
+    Ok(start)
 }
 
 /// Serializes a JSON record.

@@ -2,15 +2,24 @@
 //! waiting (up to a cap) into one transaction, commits once, then answers them all and
 //! tells the [`CommitListener`] what became durable. Many requests per fsync is how
 //! durable throughput scales.
+//!
+//! With the journal on (the default), a batch of hot-path requests is made durable by
+//! appending it to the [`journal`](super::journal) and fsyncing that, before redb applies
+//! it without an fsync of its own; a checkpoint (a durable redb commit) follows every
+//! [`WriterConfig::checkpoint_every`] or [`CHECKPOINT_BYTES`], and at shutdown. At open,
+//! [`spawn`] first applies what the journal holds past the last checkpoint.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redb::ReadableTable;
 use tokio::sync::{mpsc, oneshot};
 
+use super::journal::{self, Journal};
+use super::journal_ops;
 use super::msg_cache::MessageCache;
 use super::open_tables::Tables;
 use super::ops_apps::{self, FirstStartOp, NewApp, NewCredential};
@@ -20,7 +29,7 @@ use super::ops_devices::{self, DevicePatch, NewDevice};
 use super::ops_messages::{self, PushOp, PushReply};
 use super::ops_sweep::{self, SweepReport};
 use super::records::{AppRecord, AuditRecord, DeviceRecord, UserRecord};
-use super::tables::{StatsRow, META_CLOCK, STATS};
+use super::tables::{Start, StatsRow, META_CLOCK, META_JOURNAL_NEXT, STATS};
 use super::tables::{META, META_NEXT_SEQ};
 use super::{CommitListener, Committed, StoreError};
 use crate::domain::IdList;
@@ -48,7 +57,15 @@ pub struct WriterConfig {
     pub metrics: Option<Arc<Metrics>>,
     /// Bytes of page cache the database may hold.
     pub cache_bytes: usize,
+    /// Make immediate commits durable through the journal (see the module doc). A journal
+    /// left by an earlier run is applied at open either way.
+    pub journal: bool,
+    /// Longest time journaled commits wait for a checkpoint.
+    pub checkpoint_every: Duration,
 }
+
+/// Journal size at which a checkpoint is made whatever the time.
+pub const CHECKPOINT_BYTES: u64 = 16 * 1024 * 1024;
 
 impl Default for WriterConfig {
     fn default() -> Self {
@@ -58,6 +75,8 @@ impl Default for WriterConfig {
             queue: 8192,
             metrics: None,
             cache_bytes: 256 * 1024 * 1024,
+            journal: true,
+            checkpoint_every: Duration::from_secs(1),
         }
     }
 }
@@ -158,6 +177,8 @@ pub(crate) struct WriterState {
     pub live_only: HashMap<(String, u64), (String, u64)>,
     /// Message records read and changed by the current transaction, written before it commits.
     pub messages: MessageCache,
+    /// The journal record of the current batch, reused.
+    journal_buf: Vec<u8>,
 }
 
 impl WriterState {
@@ -191,67 +212,185 @@ fn finish<T: Send + 'static>(reply: Reply<T>, result: Result<T, StoreError>) -> 
     })
 }
 
+/// Applies what the journal at `journal_path` holds past the last checkpoint, then starts
+/// the writer thread.
+///
+/// # Errors
+/// A journal that cannot be read or applied (see [`recover`]); storage errors.
 pub(crate) fn spawn(
     db: Arc<redb::Database>,
     config: WriterConfig,
-    start: (u64, u64),
+    start: &Start,
+    journal_path: &Path,
     listener: Arc<dyn CommitListener>,
     stats: Arc<WriterStats>,
     clock: Arc<AtomicU64>,
 ) -> Result<(mpsc::Sender<Op>, std::thread::JoinHandle<()>), StoreError> {
-    let (tx, rx) = mpsc::channel(config.queue.max(1));
-    let handle = std::thread::Builder::new()
-        .name("warbler-writer".into())
-        .spawn(move || run(&db, config, start, rx, &*listener, &stats, &clock))
-        .map_err(|e| StoreError::Storage(redb::Error::Io(e)))?;
-    Ok((tx, handle))
-}
-
-fn run(
-    db: &redb::Database,
-    config: WriterConfig,
-    (next_seq, clock_ms): (u64, u64),
-    mut rx: mpsc::Receiver<Op>,
-    listener: &dyn CommitListener,
-    stats: &WriterStats,
-    clock: &AtomicU64,
-) {
-    let sinks = Sinks {
-        listener,
-        stats,
-        clock,
-        metrics: config.metrics.as_deref(),
-    };
     let mut state = WriterState {
-        next_seq,
-        clock: clock_ms,
+        next_seq: start.next_seq,
+        clock: start.clock,
         events: Vec::new(),
         stats: HashMap::new(),
         counted: Vec::new(),
         next_stats_gc_ms: 0,
         live_only: HashMap::new(),
         messages: MessageCache::default(),
+        journal_buf: Vec::new(),
+    };
+    let journal = recover(&db, &mut state, start, journal_path, &*listener, &clock)?;
+    let journal = (config.journal && config.durability == Durability::Immediate).then_some(journal);
+    let (tx, rx) = mpsc::channel(config.queue.max(1));
+    let handle = std::thread::Builder::new()
+        .name("warbler-writer".into())
+        .spawn(move || {
+            let sinks = Sinks {
+                listener: &*listener,
+                stats: &stats,
+                clock: &clock,
+                metrics: config.metrics.as_deref(),
+            };
+            run(&db, &config, state, journal, rx, &sinks);
+        })
+        .map_err(|e| StoreError::Storage(redb::Error::Io(e)))?;
+    Ok((tx, handle))
+}
+
+fn journal_error(path: &Path, reason: impl std::fmt::Display) -> StoreError {
+    StoreError::Journal {
+        path: path.display().to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Applies the journal's records past the store's last checkpoint (`start.journal_next`),
+/// in order, each as the batch it was; makes the result durable and empties the journal.
+/// A torn last record is dropped: it was never answered.
+///
+/// # Errors
+/// `Journal` when the records do not follow on from the store (a gap in their numbers, or
+/// a batch that does not start where the store is): the file belongs to another state of
+/// the data dir, and applying it would be wrong. The message says to move it aside.
+fn recover(
+    db: &redb::Database,
+    state: &mut WriterState,
+    start: &Start,
+    path: &Path,
+    listener: &dyn CommitListener,
+    clock: &AtomicU64,
+) -> Result<Journal, StoreError> {
+    let contents = journal::read(path, start.store_id).map_err(|e| journal_error(path, e))?;
+    let aside =
+        "move the file out of the data dir to start without it (the pushes it holds are then lost)";
+    let mut next = start.journal_next;
+    let replay_stats = WriterStats::default();
+    let sinks = Sinks {
+        listener,
+        stats: &replay_stats,
+        clock,
+        metrics: None,
+    };
+    let (mut batches, mut requests) = (0u64, 0usize);
+    for record in contents
+        .records
+        .iter()
+        .filter(|r| r.seq >= start.journal_next)
+    {
+        if record.seq != next {
+            return Err(journal_error(
+                path,
+                format!(
+                    "record {} follows record {}: records are missing; {aside}",
+                    record.seq,
+                    next.saturating_sub(1)
+                ),
+            ));
+        }
+        let batch = journal_ops::decode(&record.payload).map_err(|e| journal_error(path, e))?;
+        if batch.next_seq != state.next_seq {
+            return Err(journal_error(
+                path,
+                format!(
+                    "record {} starts at message {} but the store is at {}; {aside}",
+                    record.seq, batch.next_seq, state.next_seq
+                ),
+            ));
+        }
+        requests += batch.ops.len();
+        let mode = Mode::Replay {
+            clock: batch.clock,
+            journal_next: record.seq + 1,
+        };
+        if !commit_batch(db, mode, state, batch.ops, &sinks) {
+            return Err(journal_error(
+                path,
+                format!("applying record {} failed", record.seq),
+            ));
+        }
+        next = record.seq + 1;
+        batches += 1;
+    }
+    if !contents.records.is_empty() || contents.torn_bytes > 0 {
+        flush(db)?;
+        tracing::info!(
+            batches,
+            requests,
+            journal_bytes = contents.good_len,
+            torn_bytes = contents.torn_bytes,
+            journal = %path.display(),
+            "store journal applied: the previous run stopped without a checkpoint"
+        );
+    }
+    Journal::open(path, start.store_id, 0, next).map_err(|e| journal_error(path, e))
+}
+
+fn run(
+    db: &redb::Database,
+    config: &WriterConfig,
+    mut state: WriterState,
+    mut journal: Option<Journal>,
+    mut rx: mpsc::Receiver<Op>,
+    sinks: &Sinks<'_>,
+) {
+    // A timer for waits with a deadline (relaxed flushes, checkpoints).
+    let timer = match tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "the store writer cannot start its timer");
+            return;
+        }
     };
     // Relaxed durability: commits skip fsync, but one is made durable at least every
     // RELAXED_FLUSH, busy or idle.
     let mut unflushed = false;
-    let mut last_durable = std::time::Instant::now();
+    let mut last_durable = Instant::now();
+    // When the journal took its first record since the last checkpoint.
+    let mut journal_since: Option<Instant> = None;
     let mut batch: Vec<Op> = Vec::with_capacity(config.max_batch);
     loop {
-        let first = if unflushed {
-            let left = RELAXED_FLUSH.saturating_sub(last_durable.elapsed());
-            if let Some(op) = recv_timeout(&mut rx, left) {
-                Some(op)
-            } else {
-                if let Err(e) = flush(db) {
-                    tracing::error!(error = %e, "relaxed-durability flush failed");
-                }
-                unflushed = false;
-                last_durable = std::time::Instant::now();
-                continue;
-            }
+        let deadline = if unflushed {
+            Some(last_durable + RELAXED_FLUSH)
         } else {
-            rx.blocking_recv()
+            journal_since.map(|since| since + config.checkpoint_every)
+        };
+        let first = match deadline {
+            Some(at) => {
+                let left = at.saturating_duration_since(Instant::now());
+                // The timeout's timer is made inside `block_on`, where the runtime is.
+                let waited = timer.block_on(async { tokio::time::timeout(left, rx.recv()).await });
+                if let Ok(op) = waited {
+                    op
+                } else {
+                    checkpoint(db, journal.as_mut(), sinks.metrics);
+                    unflushed = false;
+                    last_durable = Instant::now();
+                    journal_since = None;
+                    continue;
+                }
+            }
+            None => rx.blocking_recv(),
         };
         let Some(first) = first else { break };
         batch.push(first);
@@ -267,17 +406,30 @@ fn run(
             .filter(|op| !matches!(op, Op::Shutdown))
             .collect();
         if !ops.is_empty() {
-            let durability = if config.durability == Durability::Relaxed
-                && last_durable.elapsed() < RELAXED_FLUSH
-            {
-                Durability::Relaxed
-            } else {
-                Durability::Immediate
+            let relaxed =
+                config.durability == Durability::Relaxed && last_durable.elapsed() < RELAXED_FLUSH;
+            let mode = match journal.as_mut() {
+                _ if relaxed => Mode::Relaxed,
+                Some(j) => Mode::Journaled(j),
+                None => Mode::Immediate,
             };
-            commit_batch(db, durability, &mut state, ops, &sinks);
-            unflushed = durability == Durability::Relaxed;
-            if !unflushed {
-                last_durable = std::time::Instant::now();
+            let committed = commit_batch(db, mode, &mut state, ops, sinks);
+            unflushed = relaxed;
+            let journal_len = journal.as_ref().map_or(0, Journal::len);
+            if journal_len == 0 {
+                // Durable in redb itself: an immediate commit, or one the journal could not
+                // carry (which emptied it).
+                if committed && !relaxed {
+                    last_durable = Instant::now();
+                }
+                journal_since = None;
+            } else {
+                let since = *journal_since.get_or_insert_with(Instant::now);
+                if journal_len >= CHECKPOINT_BYTES || since.elapsed() >= config.checkpoint_every {
+                    checkpoint(db, journal.as_mut(), sinks.metrics);
+                    last_durable = Instant::now();
+                    journal_since = None;
+                }
             }
         }
         if stop {
@@ -287,37 +439,42 @@ fn run(
                 .filter(|op| !matches!(op, Op::Shutdown))
                 .collect();
             if !rest.is_empty() {
-                commit_batch(db, config.durability, &mut state, rest, &sinks);
+                let mode = match journal.as_mut() {
+                    Some(j) => Mode::Journaled(j),
+                    None => Mode::Immediate,
+                };
+                commit_batch(db, mode, &mut state, rest, sinks);
             }
             break;
         }
     }
-    if unflushed {
-        if let Err(e) = flush(db) {
-            tracing::error!(error = %e, "final flush failed");
-        }
+    if unflushed || journal.as_ref().is_some_and(|j| !j.is_empty()) {
+        checkpoint(db, journal.as_mut(), sinks.metrics);
     }
     tracing::debug!("store writer stopped");
 }
 
-/// Longest time a relaxed-durability commit stays without fsync.
-const RELAXED_FLUSH: Duration = Duration::from_millis(50);
-
-fn recv_timeout(rx: &mut mpsc::Receiver<Op>, timeout: Duration) -> Option<Op> {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        match rx.try_recv() {
-            Ok(op) => return Some(op),
-            Err(mpsc::error::TryRecvError::Disconnected) => return None,
-            Err(mpsc::error::TryRecvError::Empty) => {
-                if std::time::Instant::now() >= deadline {
-                    return None;
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
+/// Makes every commit so far durable in redb, then empties the journal. On failure the
+/// journal keeps its records, so nothing answered is lost; the next checkpoint tries again.
+fn checkpoint(db: &redb::Database, journal: Option<&mut Journal>, metrics: Option<&Metrics>) {
+    let started = Instant::now();
+    if let Err(e) = flush(db) {
+        tracing::error!(error = %e, "store checkpoint failed; the journal keeps its records");
+        return;
+    }
+    if let Some(m) = metrics {
+        m.checkpoint_seconds
+            .observe(started.elapsed().as_secs_f64());
+    }
+    if let Some(j) = journal {
+        if let Err(e) = j.clear() {
+            tracing::error!(error = %e, journal = %j.path().display(), "emptying the store journal failed");
         }
     }
 }
+
+/// Longest time a relaxed-durability commit stays without fsync.
+const RELAXED_FLUSH: Duration = Duration::from_millis(50);
 
 fn flush(db: &redb::Database) -> Result<(), StoreError> {
     let mut txn = db.begin_write()?;
@@ -334,13 +491,28 @@ struct Sinks<'a> {
     metrics: Option<&'a Metrics>,
 }
 
+/// How one batch becomes durable.
+enum Mode<'j> {
+    /// A durable redb commit (two fsyncs).
+    Immediate,
+    /// A redb commit without fsync; one follows on a timer.
+    Relaxed,
+    /// Appended to the journal and fsynced there, then a redb commit without fsync. A batch
+    /// with a request the journal does not carry commits as `Immediate` instead.
+    Journaled(&'j mut Journal),
+    /// A journal record applied again at open, with the clock it was applied with.
+    Replay { clock: u64, journal_next: u64 },
+}
+
+/// Applies and commits one batch, then answers its requests and publishes its events.
+/// Returns whether it committed.
 fn commit_batch(
     db: &redb::Database,
-    durability: Durability,
+    mode: Mode<'_>,
     state: &mut WriterState,
     ops: Vec<Op>,
     sinks: &Sinks<'_>,
-) {
+) -> bool {
     let Sinks {
         listener,
         stats,
@@ -351,14 +523,39 @@ fn commit_batch(
     let count = ops.len();
     let seq_before = state.next_seq;
     let clock_before = state.clock;
-    state.tick();
+    let (mut journal, durability, replay_next) = match mode {
+        Mode::Immediate => (None, redb::Durability::Immediate, None),
+        Mode::Relaxed => (None, redb::Durability::None, None),
+        Mode::Journaled(j) => (Some(j), redb::Durability::None, None),
+        Mode::Replay {
+            clock,
+            journal_next,
+        } => {
+            state.clock = state.clock.max(clock);
+            (None, redb::Durability::None, Some(journal_next))
+        }
+    };
+    if replay_next.is_none() {
+        state.tick();
+    }
+    let journaled = journal.is_some()
+        && journal_ops::encode(state.clock, state.next_seq, &ops, &mut state.journal_buf);
+    // A batch the journal cannot carry commits durably in redb, which covers every record.
+    let durability = if journal.is_some() && !journaled {
+        redb::Durability::Immediate
+    } else {
+        durability
+    };
+    // The first journal record that the state after this batch does not contain.
+    let journal_next = replay_next.or_else(|| {
+        journal
+            .as_ref()
+            .map(|j| j.next_seq() + u64::from(journaled))
+    });
     let mut finishers: Vec<Finish> = Vec::with_capacity(ops.len());
     let outcome = (|| -> Result<(), StoreError> {
         let mut txn = db.begin_write()?;
-        txn.set_durability(match durability {
-            Durability::Immediate => redb::Durability::Immediate,
-            Durability::Relaxed => redb::Durability::None,
-        })?;
+        txn.set_durability(durability)?;
         // Tenant payloads are untrusted input: redb's design recommends 2PC for them.
         txn.set_two_phase_commit(true);
         let mut tables = Tables::new(&txn);
@@ -374,8 +571,29 @@ fn commit_batch(
         if state.clock != clock_before {
             txn.open_table(META)?.insert(META_CLOCK, state.clock)?;
         }
+        if let Some(next) = journal_next {
+            txn.open_table(META)?.insert(META_JOURNAL_NEXT, next)?;
+        }
         flush_stats(&txn, state)?;
-        txn.commit()?;
+        let Some(journal) = journal.as_mut().filter(|_| journaled) else {
+            txn.commit()?;
+            return Ok(());
+        };
+        // Durable once the record is on disk; redb's commit then only makes it visible.
+        let len_before = journal.len();
+        journal
+            .append(&state.journal_buf)
+            .map_err(|e| journal_error(journal.path(), e))?;
+        if let Err(e) = txn.commit() {
+            if let Err(undo) = journal.undo_last(len_before) {
+                // The record would be applied at the next start although this batch is
+                // answered as failed. Stop before answering: then nobody was told either way.
+                tracing::error!(error = %e, undo_error = %undo, journal = %journal.path().display(),
+                    "store commit failed after its journal record was written, and the record cannot be taken back; stopping");
+                std::process::abort();
+            }
+            return Err(e.into());
+        }
         Ok(())
     })();
     let committed = match outcome {
@@ -390,6 +608,13 @@ fn commit_batch(
             false
         }
     };
+    if committed && !journaled {
+        if let Some(j) = journal {
+            if let Err(e) = j.clear() {
+                tracing::error!(error = %e, journal = %j.path().display(), "emptying the store journal failed");
+            }
+        }
+    }
     if committed {
         // Publish the clock before anyone hears of this commit, so a reader that saw the
         // commit never sees an older clock.
@@ -418,11 +643,15 @@ fn commit_batch(
     for f in finishers {
         f(committed);
     }
+    if state.journal_buf.capacity() > 4 * 1024 * 1024 {
+        state.journal_buf = Vec::new();
+    }
     tracing::trace!(
         requests = count,
         elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
         "batch committed"
     );
+    committed
 }
 
 fn flush_stats(txn: &redb::WriteTransaction, state: &mut WriterState) -> Result<(), StoreError> {

@@ -148,8 +148,19 @@ fn assert_each_sender_in_order(delivered: &[String], per_sender: &[Vec<String>])
 
 #[tokio::test]
 async fn offline_device_gets_all_200_pushes_in_order_after_kill_9_and_restart() {
+    kill_9_and_restart(&[], false).await;
+}
+
+/// The same with checkpoints a minute apart: at the kill the pushes are in the journal
+/// only, and the restart must apply it.
+#[tokio::test]
+async fn pushes_only_in_the_journal_survive_kill_9_and_restart() {
+    kill_9_and_restart(&[("WARBLER_STORAGE_CHECKPOINT_MS", "60000")], true).await;
+}
+
+async fn kill_9_and_restart(env: &[(&str, &str)], journal_only: bool) {
     let data = tempfile::tempdir().expect("tempdir");
-    let server = BinaryServer::start(data.path());
+    let server = BinaryServer::start_with(data.path(), env).0;
     let creds = server.creds();
     let client = server.client();
     let (device, token) = register_with(&client, &creds.client_key, None).await;
@@ -182,7 +193,14 @@ async fn offline_device_gets_all_200_pushes_in_order_after_kill_9_and_restart() 
 
     // 202 means on disk: SIGKILL, no drain, no chance to flush anything.
     server.kill_9();
-    let server = BinaryServer::start(data.path());
+    let journal = std::fs::metadata(data.path().join("warbler.journal")).map_or(0, |m| m.len());
+    if journal_only {
+        assert!(
+            journal > 10_000,
+            "the 200 pushes are in the journal ({journal} bytes)"
+        );
+    }
+    let server = BinaryServer::start_with(data.path(), env).0;
     let client = server.client();
     let mut conn = client.connect(&token, true).await.expect("reconnect");
     assert_eq!(conn.device_id, device);

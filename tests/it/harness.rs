@@ -190,10 +190,17 @@ impl BinaryServer {
     /// Like [`BinaryServer::start`], also returning every stdout line printed before
     /// (and including) the "listening on" line.
     pub fn start_capturing(data: &Path) -> (Self, Vec<String>) {
+        Self::start_with(data, &[])
+    }
+
+    /// Like [`BinaryServer::start_capturing`], with extra environment variables (for
+    /// example `WARBLER_STORAGE_CHECKPOINT_MS`).
+    pub fn start_with(data: &Path, env: &[(&str, &str)]) -> (Self, Vec<String>) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_warbler"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
             .env("WARBLER_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -343,11 +350,18 @@ where
 }
 
 /// Total size in bytes of every file under `dir`.
+///
+/// The store's journal is left out: it holds at most the writes since the last checkpoint
+/// (a second or so) and is emptied by each, so it is no part of what the data dir keeps,
+/// and it changes with every sweep, so a size including it never settles.
 pub fn dir_size(dir: &Path) -> u64 {
     let mut total = 0;
     for entry in std::fs::read_dir(dir).expect("read dir") {
         let entry = entry.expect("dir entry");
         let meta = entry.metadata().expect("metadata");
+        if entry.file_name() == "warbler.journal" {
+            continue;
+        }
         if meta.is_dir() {
             total += dir_size(&entry.path());
         } else {

@@ -1,0 +1,399 @@
+//! The store's journal file (a redo log). With it, a group commit is durable once its
+//! requests are appended here and fsynced: one sequential write of a few KiB instead of
+//! redb's two fsyncs over every dirty page of the commit. The redb commit that applies the
+//! batch then skips its fsync (`Durability::None`); a checkpoint (a durable redb commit)
+//! every so often makes the applied state durable on its own, after which the journal is
+//! emptied. At open, the records past the last checkpoint are applied again, in order
+//! ([`super::journal_ops`]).
+//!
+//! This module owns only the file format. A record is
+//!
+//! ```text
+//! magic "WJR1" | payload length u32 | seq u64 | store id u64 | digest [16] | payload
+//! ```
+//!
+//! (integers little-endian; the digest is SHA-256 over seq, store id and payload, cut to
+//! 16 bytes). A cryptographic digest rather than a CRC because payloads are tenant input: a
+//! torn record cannot be made to look whole. `seq` counts records over the store's life and
+//! never restarts, so a record already applied by a checkpoint is told apart by number.
+//! A short or damaged record ends the journal: it was being written when the process
+//! stopped, so nobody was told it was stored. So does a record whose number does not follow
+//! the one before it: left from before an emptying that a crash undid.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+const MAGIC: [u8; 4] = *b"WJR1";
+const HEADER: usize = 4 + 4 + 8 + 8 + 16;
+/// Largest payload a record may have: a full batch (2,048 requests) of the largest pushes
+/// fits many times over. A length past this is a damaged header, not a record.
+pub const MAX_PAYLOAD: usize = 256 * 1024 * 1024;
+
+/// The journal, open for appending.
+pub struct Journal {
+    file: File,
+    path: PathBuf,
+    /// Bytes in the file: where the next record goes.
+    len: u64,
+    /// The next record's number.
+    next_seq: u64,
+    store_id: u64,
+    /// Reused for each record's header and payload.
+    buf: Vec<u8>,
+}
+
+/// A record read back from the file.
+pub struct Record {
+    pub seq: u64,
+    pub payload: Vec<u8>,
+}
+
+/// What reading the file found.
+pub struct Contents {
+    /// Whole records, in file order.
+    pub records: Vec<Record>,
+    /// Bytes of the whole records; anything after them is a torn tail.
+    pub good_len: u64,
+    /// Bytes after the whole records (0 when the file ended cleanly).
+    pub torn_bytes: u64,
+}
+
+fn digest(seq: u64, store_id: u64, payload: &[u8]) -> [u8; 16] {
+    let mut h = Sha256::new();
+    h.update(seq.to_le_bytes());
+    h.update(store_id.to_le_bytes());
+    h.update(payload);
+    let full = h.finalize();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&full[..16]);
+    out
+}
+
+/// Reads every whole record of the journal at `path` (none if there is no file). Records of
+/// another store (`store_id`) are an error: the file was copied from elsewhere.
+///
+/// # Errors
+/// I/O errors; `InvalidData` for a record of another store.
+pub fn read(path: &Path, store_id: u64) -> io::Result<Contents> {
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Ok(Contents {
+                records: Vec::new(),
+                good_len: 0,
+                torn_bytes: 0,
+            })
+        }
+        Err(e) => return Err(e),
+    };
+    let total = file.metadata()?.len();
+    let mut records = Vec::new();
+    let mut good_len = 0u64;
+    loop {
+        let mut header = [0u8; HEADER];
+        if !read_full(&mut file, &mut header)? {
+            break;
+        }
+        if header[..4] != MAGIC {
+            break;
+        }
+        let len = u32::from_le_bytes(header[4..8].try_into().unwrap_or_default()) as usize;
+        let seq = u64::from_le_bytes(header[8..16].try_into().unwrap_or_default());
+        let id = u64::from_le_bytes(header[16..24].try_into().unwrap_or_default());
+        if len > MAX_PAYLOAD || good_len + (HEADER + len) as u64 > total {
+            break;
+        }
+        let mut payload = vec![0u8; len];
+        if !read_full(&mut file, &mut payload)? {
+            break;
+        }
+        if header[24..40] != digest(seq, id, &payload) {
+            break;
+        }
+        // Numbers run on by one; anything else is what an earlier, longer file left
+        // behind a cut that did not reach the disk, never a record of this run.
+        if records
+            .last()
+            .is_some_and(|last: &Record| last.seq + 1 != seq)
+        {
+            break;
+        }
+        if id != store_id {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "record {seq} belongs to another store (id {id:016x}, this store is {store_id:016x})"
+                ),
+            ));
+        }
+        good_len += (HEADER + len) as u64;
+        records.push(Record { seq, payload });
+    }
+    Ok(Contents {
+        records,
+        good_len,
+        torn_bytes: total - good_len,
+    })
+}
+
+/// Fills `buf`; false at a clean or short end of file.
+fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<bool> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read(&mut buf[done..]) {
+            Ok(0) => return Ok(false),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+impl Journal {
+    /// Opens (or creates) the journal for appending after its first `len` bytes (whatever
+    /// follows them is cut off); the next record is number `next_seq`.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn open(path: &Path, store_id: u64, len: u64, next_seq: u64) -> io::Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        }
+        if file.metadata()?.len() != len {
+            file.set_len(len)?;
+            file.sync_data()?;
+        }
+        Ok(Self {
+            file,
+            path: path.to_path_buf(),
+            len,
+            next_seq,
+            store_id,
+            buf: Vec::new(),
+        })
+    }
+
+    /// The next record's number.
+    #[must_use]
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Bytes in the file.
+    #[must_use]
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one record and waits for it to be on disk (fdatasync). On failure the file
+    /// is cut back to where it was, so that a record nobody was told about is not replayed.
+    ///
+    /// # Errors
+    /// I/O errors, or a payload over [`MAX_PAYLOAD`].
+    pub fn append(&mut self, payload: &[u8]) -> io::Result<u64> {
+        if payload.len() > MAX_PAYLOAD {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("journal record of {} bytes is too large", payload.len()),
+            ));
+        }
+        let seq = self.next_seq;
+        self.buf.clear();
+        self.buf.extend_from_slice(&MAGIC);
+        self.buf.extend_from_slice(
+            &u32::try_from(payload.len())
+                .unwrap_or(u32::MAX)
+                .to_le_bytes(),
+        );
+        self.buf.extend_from_slice(&seq.to_le_bytes());
+        self.buf.extend_from_slice(&self.store_id.to_le_bytes());
+        self.buf
+            .extend_from_slice(&digest(seq, self.store_id, payload));
+        self.buf.extend_from_slice(payload);
+        let written = self
+            .file
+            .write_all_at(&self.buf, self.len)
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = written {
+            // Best effort: a failed cut leaves a record that did not commit, which `undo`
+            // callers treat the same way.
+            let _ = self.file.set_len(self.len);
+            return Err(e);
+        }
+        self.len += self.buf.len() as u64;
+        self.next_seq += 1;
+        if self.buf.capacity() > 4 * 1024 * 1024 {
+            self.buf = Vec::new();
+        }
+        Ok(seq)
+    }
+
+    /// Takes back the last record appended (its batch did not commit): cuts the file to
+    /// `len` bytes and syncs.
+    ///
+    /// # Errors
+    /// I/O errors: the record may then still be replayed at the next start.
+    pub fn undo_last(&mut self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)?;
+        self.file.sync_data()?;
+        self.len = len;
+        self.next_seq = self.next_seq.saturating_sub(1);
+        Ok(())
+    }
+
+    /// Empties the file once a checkpoint made every record in it redundant. Not synced:
+    /// if the cut is lost in a crash, the old records come back, and their numbers say
+    /// they were applied already.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn clear(&mut self) -> io::Result<()> {
+        self.file.set_len(0)?;
+        self.len = 0;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_a_torn_tail_ends_the_journal() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("j");
+        let mut j = Journal::open(&path, 7, 0, 10).expect("open");
+        assert_eq!(j.append(b"one").expect("append"), 10);
+        assert_eq!(j.append(b"").expect("append"), 11);
+        assert_eq!(j.append(&[9u8; 5000]).expect("append"), 12);
+        let whole = j.len();
+        drop(j);
+        let c = read(&path, 7).expect("read");
+        let seqs: Vec<u64> = c.records.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, [10, 11, 12]);
+        assert_eq!(c.records[0].payload, b"one");
+        assert_eq!(c.records[2].payload.len(), 5000);
+        assert_eq!((c.good_len, c.torn_bytes), (whole, 0));
+
+        // Every cut inside the last record leaves the first two.
+        let bytes = std::fs::read(&path).expect("bytes");
+        let second_end = (HEADER * 2 + 3) as u64;
+        for cut in [second_end + 1, second_end + 20, whole - 1] {
+            let cut_usize = usize::try_from(cut).expect("usize");
+            std::fs::write(&path, &bytes[..cut_usize]).expect("write");
+            let c = read(&path, 7).expect("read");
+            assert_eq!(c.records.len(), 2, "cut at {cut}");
+            assert_eq!(c.good_len, second_end);
+            assert_eq!(c.torn_bytes, cut - second_end);
+        }
+    }
+
+    #[test]
+    fn a_changed_byte_ends_the_journal_at_that_record() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("j");
+        let mut j = Journal::open(&path, 1, 0, 1).expect("open");
+        j.append(b"first record").expect("append");
+        j.append(b"second record").expect("append");
+        drop(j);
+        let clean = std::fs::read(&path).expect("bytes");
+        for i in 0..clean.len() {
+            let mut bad = clean.clone();
+            bad[i] ^= 0x41;
+            std::fs::write(&path, &bad).expect("write");
+            match read(&path, 1) {
+                Ok(c) => {
+                    let first_len = HEADER + b"first record".len();
+                    let expect = usize::from(i >= first_len);
+                    assert_eq!(c.records.len(), expect, "flip at {i}");
+                }
+                // The digest covers the store id, so a flipped id ends the journal too
+                // instead of reading as another store's record.
+                Err(e) => panic!("flip at {i}: {e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_record_out_of_sequence_ends_the_journal() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("j");
+        let mut j = Journal::open(&path, 1, 0, 1).expect("open");
+        for _ in 0..3 {
+            j.append(b"old").expect("append");
+        }
+        let old = std::fs::read(&path).expect("bytes");
+        // Emptied, then two records of a later run written over the start.
+        j.clear().expect("clear");
+        j.append(b"new").expect("append");
+        let new = std::fs::read(&path).expect("bytes");
+        let mut mixed = new.clone();
+        mixed.extend_from_slice(&old[new.len()..]);
+        std::fs::write(&path, &mixed).expect("write");
+        let c = read(&path, 1).expect("read");
+        let seqs: Vec<u64> = c.records.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, [4]);
+        assert_eq!(c.torn_bytes, (old.len() - new.len()) as u64);
+    }
+
+    #[test]
+    fn records_of_another_store_are_refused() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("j");
+        let mut j = Journal::open(&path, 1, 0, 1).expect("open");
+        j.append(b"x").expect("append");
+        drop(j);
+        let err = read(&path, 2).err().expect("refused");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("another store"), "{err}");
+    }
+
+    #[test]
+    fn open_cuts_a_torn_tail_and_undo_takes_a_record_back() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("j");
+        let mut j = Journal::open(&path, 3, 0, 1).expect("open");
+        j.append(b"kept").expect("append");
+        let kept = j.len();
+        j.append(b"taken back").expect("append");
+        j.undo_last(kept).expect("undo");
+        assert_eq!(j.next_seq(), 2);
+        drop(j);
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b"WJR1\x05"))
+            .expect("tail");
+        let c = read(&path, 3).expect("read");
+        assert_eq!((c.records.len(), c.torn_bytes), (1, 5));
+        let mut j = Journal::open(&path, 3, c.good_len, 2).expect("reopen");
+        assert_eq!(std::fs::metadata(&path).expect("meta").len(), kept);
+        assert_eq!(j.append(b"next").expect("append"), 2);
+        j.clear().expect("clear");
+        assert!(j.is_empty());
+        assert!(read(&path, 3).expect("read").records.is_empty());
+    }
+}
