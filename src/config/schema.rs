@@ -90,7 +90,7 @@ impl Default for StorageConfig {
             sweep_interval_ms: 1000,
             cache_mib: 256,
             journal: true,
-            checkpoint_ms: 1000,
+            checkpoint_ms: 200,
         }
     }
 }

@@ -76,7 +76,7 @@ impl Default for WriterConfig {
             metrics: None,
             cache_bytes: 256 * 1024 * 1024,
             journal: true,
-            checkpoint_every: Duration::from_secs(1),
+            checkpoint_every: Duration::from_millis(200),
         }
     }
 }
