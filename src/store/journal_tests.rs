@@ -6,9 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::records::{AppLimits, AppRecord, DeviceRecord};
 use super::*;
-use crate::domain::{now_ms, Notification, Platform, Priority, Target};
+use crate::domain::{now_ms, Notification, Priority, Target};
 
 struct Quiet;
 
@@ -26,33 +25,7 @@ fn open_lazy(dir: &Path) -> Store {
 }
 
 async fn setup(store: &Store) {
-    store
-        .create_app(NewApp {
-            record: AppRecord {
-                name: "a".into(),
-                created_at_ms: 0,
-                suspended: false,
-                signing_secret: "s".into(),
-                limits: AppLimits::default(),
-                allow_client_subscribe: false,
-            },
-            credentials: vec![],
-        })
-        .await
-        .expect("app");
-    store
-        .register_device(NewDevice(DeviceRecord {
-            id: "dev_1".into(),
-            app: "a".into(),
-            platform: Platform::Web,
-            user: None,
-            topics: vec![],
-            token_sha256: String::new(),
-            created_at_ms: 0,
-            last_seen_ms: None,
-        }))
-        .await
-        .expect("device");
+    super::tests::app_with_devices(store, &["dev_1"]).await;
 }
 
 fn push(n: u32) -> PushOp {

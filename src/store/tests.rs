@@ -24,7 +24,8 @@ fn open(dir: &std::path::Path) -> (Store, Arc<Recorder>) {
     (store, rec)
 }
 
-async fn app_with_devices(store: &Store, devices: &[&str]) {
+/// App `a` with these devices (web, no user, no topics); shared with `journal_tests`.
+pub(super) async fn app_with_devices(store: &Store, devices: &[&str]) {
     store
         .create_app(NewApp {
             record: AppRecord {
