@@ -161,6 +161,7 @@ impl Journal {
     /// # Errors
     /// I/O errors.
     pub fn open(path: &Path, store_id: u64, len: u64, next_seq: u64) -> io::Result<Self> {
+        let existed = path.exists();
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -175,6 +176,11 @@ impl Journal {
         if file.metadata()?.len() != len {
             file.set_len(len)?;
             file.sync_data()?;
+        }
+        if !existed {
+            // The file's name must survive a crash too, or its records would go with it.
+            let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
+            File::open(dir.unwrap_or_else(|| Path::new(".")))?.sync_all()?;
         }
         Ok(Self {
             file,
