@@ -8,8 +8,8 @@ use redb::{Key, ReadableDatabase, ReadableTable, TableDefinition, Value};
 use super::tables::{
     APPS, APP_CREDENTIALS, AUDIT, BODIES, COLLAPSE_DEVICE, COLLAPSE_TOPIC, CONSOLE_USERS,
     CREDENTIALS, DEVICES, DEVICE_HOME, DEVICE_PENDING, EXPIRY, GAPS, IDEMPOTENCY,
-    IDEMPOTENCY_EXPIRY, MAILBOX, MESSAGES, META, MSG_RECIPIENTS, SCHEDULE, STATS, SUBSCRIPTIONS,
-    TOPIC_COUNTS, TOPIC_LOG, USER_DEVICES,
+    IDEMPOTENCY_EXPIRY, LAST_SEEN, MAILBOX, MESSAGES, META, MSG_RECIPIENTS, SCHEDULE, STATS,
+    SUBSCRIPTIONS, TOPIC_COUNTS, TOPIC_LOG, USER_DEVICES,
 };
 use super::{Store, StoreError};
 
@@ -49,6 +49,7 @@ impl Store {
         rows += copy(&read, &txn, CONSOLE_USERS)?;
         rows += copy(&read, &txn, DEVICES)?;
         rows += copy(&read, &txn, DEVICE_HOME)?;
+        rows += copy(&read, &txn, LAST_SEEN)?;
         rows += copy(&read, &txn, USER_DEVICES)?;
         rows += copy(&read, &txn, MESSAGES)?;
         rows += copy(&read, &txn, BODIES)?;

@@ -8,7 +8,9 @@
 
 use redb::{Table, TableDefinition, WriteTransaction};
 
-use super::tables::{BODIES, DEVICES, DEVICE_PENDING, EXPIRY, MAILBOX, MESSAGES, MSG_RECIPIENTS};
+use super::tables::{
+    BODIES, DEVICES, DEVICE_PENDING, EXPIRY, LAST_SEEN, MAILBOX, MESSAGES, MSG_RECIPIENTS,
+};
 use super::StoreError;
 
 type Slot<'t, K, V> = Option<Table<'t, K, V>>;
@@ -24,6 +26,7 @@ pub(crate) struct Tables<'t> {
     msg_recipients: Slot<'t, (&'static str, &'static str, &'static str), ()>,
     device_pending: Slot<'t, (&'static str, &'static str), u64>,
     expiry: Slot<'t, (u64, &'static str, &'static str), u8>,
+    last_seen: Slot<'t, (&'static str, &'static str), u64>,
 }
 
 fn open<'s, 't, K: redb::Key + 'static, V: redb::Value + 'static>(
@@ -59,6 +62,7 @@ impl<'t> Tables<'t> {
             msg_recipients: None,
             device_pending: None,
             expiry: None,
+            last_seen: None,
         }
     }
 
@@ -70,5 +74,6 @@ impl<'t> Tables<'t> {
         msg_recipients: MSG_RECIPIENTS => (&'static str, &'static str, &'static str), ();
         device_pending: DEVICE_PENDING => (&'static str, &'static str), u64;
         expiry: EXPIRY => (u64, &'static str, &'static str), u8;
+        last_seen: LAST_SEEN => (&'static str, &'static str), u64;
     }
 }

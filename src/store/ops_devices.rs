@@ -126,11 +126,16 @@ pub(crate) fn register(
     Ok(())
 }
 
+/// A device's record, with its last-seen time from the last-seen table where that is newer.
 fn load(tables: &mut Tables<'_>, app: &str, device: &str) -> Result<DeviceRecord, StoreError> {
-    match tables.devices()?.get((app, device))? {
-        Some(v) => from_json("devices", v.value()),
-        None => Err(StoreError::NotFound),
+    let mut d: DeviceRecord = match tables.devices()?.get((app, device))? {
+        Some(v) => from_json("devices", v.value())?,
+        None => return Err(StoreError::NotFound),
+    };
+    if let Some(at) = tables.last_seen()?.get((app, device))? {
+        d.last_seen_ms = d.last_seen_ms.max(Some(at.value()));
     }
+    Ok(d)
 }
 
 fn save(tables: &mut Tables<'_>, d: &DeviceRecord) -> Result<(), StoreError> {
@@ -189,21 +194,19 @@ pub(crate) fn patch(
     Ok(d)
 }
 
-/// Records the last time a device connected; a vanished device is no error.
+/// Records the last time a device connected, in its own small row (the device record
+/// stays as it is); a vanished device is no error and leaves no row.
 pub(crate) fn touch(
     tables: &mut Tables<'_>,
     app: &str,
     device: &str,
     at_ms: u64,
 ) -> Result<(), StoreError> {
-    match load(tables, app, device) {
-        Ok(mut d) => {
-            d.last_seen_ms = Some(at_ms);
-            save(tables, &d)
-        }
-        Err(StoreError::NotFound) => Ok(()),
-        Err(e) => Err(e),
+    if tables.devices()?.get((app, device))?.is_none() {
+        return Ok(());
     }
+    tables.last_seen()?.insert((app, device), at_ms)?;
+    Ok(())
 }
 
 /// All device ids of an app.
@@ -247,6 +250,7 @@ pub(crate) fn delete(
 ) -> Result<(), StoreError> {
     let d = load(tables, app, device)?;
     tables.devices()?.remove((app, device))?;
+    tables.last_seen()?.remove((app, device))?;
     tables.txn.open_table(DEVICE_HOME)?.remove(device)?;
     if let Some(user) = &d.user {
         tables

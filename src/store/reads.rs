@@ -8,8 +8,8 @@ use super::records::{
 };
 use super::tables::{
     from_json, Cursor, MailboxEntry, StatsRow, APPS, APP_CREDENTIALS, AUDIT, BODIES, CONSOLE_USERS,
-    CREDENTIALS, DEVICES, DEVICE_HOME, GAPS, MAILBOX, MESSAGES, META, META_INITIALIZED, STATS,
-    SUBSCRIPTIONS, TOPIC_COUNTS, TOPIC_LOG, USER_DEVICES,
+    CREDENTIALS, DEVICES, DEVICE_HOME, GAPS, LAST_SEEN, MAILBOX, MESSAGES, META, META_INITIALIZED,
+    STATS, SUBSCRIPTIONS, TOPIC_COUNTS, TOPIC_LOG, USER_DEVICES,
 };
 use super::{Store, StoreError};
 
@@ -113,8 +113,12 @@ impl Store {
     pub fn device(&self, app: &str, device: &str) -> Result<Option<DeviceRecord>, StoreError> {
         let txn = self.db().begin_read()?;
         let table = txn.open_table(DEVICES)?;
-        let value = table.get((app, device))?;
-        value.map(|v| from_json("devices", v.value())).transpose()
+        let Some(value) = table.get((app, device))? else {
+            return Ok(None);
+        };
+        let mut d: DeviceRecord = from_json("devices", value.value())?;
+        with_last_seen(&txn.open_table(LAST_SEEN)?, &mut d)?;
+        Ok(Some(d))
     }
 
     /// The app a device belongs to; used only to check a device token.
@@ -141,6 +145,7 @@ impl Store {
         let txn = self.db().begin_read()?;
         let index = txn.open_table(USER_DEVICES)?;
         let devices = txn.open_table(DEVICES)?;
+        let last_seen = txn.open_table(LAST_SEEN)?;
         let mut out = Vec::new();
         for row in index.range((app, user, "")..)? {
             let (k, ()) = (row?.0, ());
@@ -149,7 +154,9 @@ impl Store {
                 break;
             }
             if let Some(v) = devices.get((app, id))? {
-                out.push(from_json("devices", v.value())?);
+                let mut d: DeviceRecord = from_json("devices", v.value())?;
+                with_last_seen(&last_seen, &mut d)?;
+                out.push(d);
             }
             if out.len() >= limit {
                 break;
@@ -307,4 +314,16 @@ impl Store {
         let value = table.get((app, topic))?;
         Ok(value.map_or(0, |v| v.value()))
     }
+}
+
+/// Takes a device's last-seen time from its own table where that is newer than the record's
+/// (records written before that table existed carry the time themselves).
+fn with_last_seen(
+    table: &redb::ReadOnlyTable<(&'static str, &'static str), u64>,
+    d: &mut DeviceRecord,
+) -> Result<(), StoreError> {
+    if let Some(at) = table.get((d.app.as_str(), d.id.as_str()))? {
+        d.last_seen_ms = d.last_seen_ms.max(Some(at.value()));
+    }
+    Ok(())
 }

@@ -49,6 +49,9 @@ pub const APP_CREDENTIALS: TableDefinition<(&str, &str), ()> =
 pub const CONSOLE_USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("console_users");
 pub const DEVICES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("devices");
 pub const DEVICE_HOME: TableDefinition<&str, &str> = TableDefinition::new("device_home");
+/// When each device last connected, apart from its record: a connect rewrites this small
+/// row, not the whole device record, so a wave of connects copies few pages.
+pub const LAST_SEEN: TableDefinition<(&str, &str), u64> = TableDefinition::new("last_seen");
 pub const USER_DEVICES: TableDefinition<(&str, &str, &str), ()> =
     TableDefinition::new("user_devices");
 pub const MESSAGES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("messages");
@@ -292,6 +295,7 @@ pub fn initialize(db: &redb::Database) -> Result<Start, StoreError> {
         txn.open_table(CONSOLE_USERS)?;
         txn.open_table(DEVICES)?;
         txn.open_table(DEVICE_HOME)?;
+        txn.open_table(LAST_SEEN)?;
         txn.open_table(USER_DEVICES)?;
         txn.open_table(MESSAGES)?;
         txn.open_table(BODIES)?;

@@ -41,19 +41,7 @@ pub(super) async fn app_with_devices(store: &Store, devices: &[&str]) {
         .await
         .expect("app");
     for d in devices {
-        store
-            .register_device(NewDevice(DeviceRecord {
-                id: (*d).into(),
-                app: "a".into(),
-                platform: Platform::Web,
-                user: None,
-                topics: vec![],
-                token_sha256: String::new(),
-                created_at_ms: 0,
-                last_seen_ms: None,
-            }))
-            .await
-            .expect("device");
+        register_web_device(store, d).await;
     }
 }
 
@@ -432,4 +420,54 @@ async fn message_records_written_as_json_by_earlier_versions_are_read_and_rewrit
     let after = store.message("a", &sent.id).expect("read").expect("record");
     assert_eq!((after.acked, after.pending), (1, 0));
     store.close();
+}
+
+#[tokio::test]
+async fn last_seen_lives_in_its_own_row_survives_reopen_and_goes_with_the_device() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (store, _) = open(dir.path());
+        app_with_devices(&store, &["dev_1"]).await;
+        store.touch_device("a", "dev_1", 1_000).await;
+        store.touch_device("a", "dev_1", 2_000).await;
+        // A vanished device leaves no row behind.
+        store.touch_device("a", "dev_gone", 3_000).await;
+        // Ops run in order: the patch's answer comes after both touches applied.
+        let patched = store
+            .patch_device("a", "dev_1", DevicePatch::default())
+            .await
+            .expect("patch");
+        assert_eq!(patched.last_seen_ms, Some(2_000));
+        let read = store.device("a", "dev_1").expect("read").expect("exists");
+        assert_eq!(read.last_seen_ms, Some(2_000));
+        store.close();
+    }
+    let (store, _) = open(dir.path());
+    let read = store.device("a", "dev_1").expect("read").expect("exists");
+    assert_eq!(read.last_seen_ms, Some(2_000), "lost across reopen");
+    store.delete_device("a", "dev_1").await.expect("delete");
+    register_web_device(&store, "dev_1").await;
+    register_web_device(&store, "dev_gone").await;
+    for id in ["dev_1", "dev_gone"] {
+        let read = store.device("a", id).expect("read").expect("exists");
+        assert_eq!(read.last_seen_ms, None, "{id} inherited a last-seen row");
+    }
+    store.close();
+}
+
+/// Registers one more web device in the existing app `a`.
+async fn register_web_device(store: &Store, id: &str) {
+    store
+        .register_device(NewDevice(DeviceRecord {
+            id: id.into(),
+            app: "a".into(),
+            platform: Platform::Web,
+            user: None,
+            topics: vec![],
+            token_sha256: String::new(),
+            created_at_ms: 0,
+            last_seen_ms: None,
+        }))
+        .await
+        .expect("device");
 }

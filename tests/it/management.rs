@@ -1,5 +1,7 @@
 //! Management API and isolation: apps, keys, scopes, revocation, other apps' ids.
 
+use std::time::Duration;
+
 use hyper::{Method, StatusCode};
 use serde_json::json;
 
@@ -253,4 +255,40 @@ async fn devices_can_be_bound_to_users_read_and_unbound() {
         .await;
     assert_eq!(listed.body["devices"], json!([]));
     s.stop().await;
+}
+
+#[tokio::test]
+async fn a_device_shows_when_its_last_session_started_also_after_a_restart() {
+    let s = start().await;
+    let (device, token) = s.register(None).await;
+    let path = format!("/v1/devices/{device}");
+    let before = s
+        .call(Method::GET, &path, Some(&s.creds.api_key), None)
+        .await;
+    assert_eq!(before.status, StatusCode::OK, "{}", before.body);
+    assert!(before.body["last_seen"].is_null(), "{}", before.body);
+
+    let started = now_secs();
+    let conn = s.connect(&token).await;
+    let seen = eventually(Duration::from_secs(5), "last_seen set", || async {
+        let r = s
+            .call(Method::GET, &path, Some(&s.creds.api_key), None)
+            .await;
+        r.body["last_seen"].as_str().map(str::to_owned)
+    })
+    .await;
+    let at = time::OffsetDateTime::parse(&seen, &time::format_description::well_known::Rfc3339)
+        .expect("RFC 3339")
+        .unix_timestamp();
+    let at = u64::try_from(at).expect("after 1970");
+    assert!(
+        at + 1 >= started && at <= now_secs() + 1,
+        "last_seen {seen} not when the session started"
+    );
+    drop(conn);
+
+    let creds = s.creds.clone();
+    let s = start_in(s.stop().await, |_| {}).await;
+    let r = s.call(Method::GET, &path, Some(&creds.api_key), None).await;
+    assert_eq!(r.body["last_seen"], seen.as_str(), "lost across a restart");
 }
