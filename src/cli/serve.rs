@@ -68,8 +68,16 @@ fn init_logging(config: &Config) -> Option<LogHook> {
         LogFormat::Json => registry
             .with(fmt::layer().json().with_writer(std::io::stderr))
             .init(),
+        // Colours only on a terminal: a log file or the journal gets plain `key=value` text.
         LogFormat::Text => registry
-            .with(fmt::layer().with_writer(std::io::stderr))
+            .with(
+                fmt::layer()
+                    .with_ansi(
+                        std::io::IsTerminal::is_terminal(&std::io::stderr())
+                            && std::env::var_os("NO_COLOR").is_none(),
+                    )
+                    .with_writer(std::io::stderr),
+            )
             .init(),
     }
     if fixed {

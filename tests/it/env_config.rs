@@ -147,3 +147,20 @@ async fn a_bad_or_unknown_variable_stops_the_start_with_exit_64_naming_it() {
         "nothing is created when the start is refused"
     );
 }
+
+#[tokio::test]
+async fn a_text_log_to_a_pipe_carries_no_colour_codes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("warbler.toml");
+    std::fs::write(&config, "[log]\nformat = \"text\"\nlevel = \"info\"\n").expect("config");
+    let mut server = Spawned::start(serve_args(&config, &dir.path().join("data")), &[]);
+    server.url(Duration::from_secs(30));
+    assert!(server.terminate().success());
+    let log = server.stderr();
+    assert!(log.contains("store closed"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "escape codes in a log that is no terminal: {log:?}"
+    );
+    assert!(log.contains(" INFO "), "{log}");
+}
