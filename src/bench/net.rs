@@ -328,7 +328,7 @@ enum Sender {
 }
 
 /// One API client's connection: requests on it go one after another (HTTP/1.1) or may be
-/// multiplexed (HTTP/2; the benchmarks still send one at a time per connection).
+/// multiplexed (HTTP/2: handles from [`ApiConn::share`] send on the same connection).
 pub struct ApiConn {
     sender: Sender,
     authority: HeaderValue,
@@ -342,6 +342,20 @@ impl ApiConn {
         match self.sender {
             Sender::H1(_) => HttpVersion::Http1,
             Sender::H2(_) => HttpVersion::Http2,
+        }
+    }
+
+    /// Another handle on the same HTTP/2 connection, whose requests travel next to this
+    /// one's (`None` for HTTP/1.1, which carries one request at a time).
+    #[must_use]
+    pub fn share(&self) -> Option<ApiConn> {
+        match &self.sender {
+            Sender::H1(_) => None,
+            Sender::H2(s) => Some(ApiConn {
+                sender: Sender::H2(s.clone()),
+                authority: self.authority.clone(),
+                base: self.base.clone(),
+            }),
         }
     }
 

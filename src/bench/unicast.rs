@@ -33,8 +33,10 @@ use super::{open_api_conns, progress, register_devices, sys, ApiConn};
 pub struct Options {
     /// Devices registered and connected.
     pub devices: usize,
-    /// Concurrent API clients, each on its own connection.
+    /// Concurrent API clients, each with one request in flight.
     pub clients: usize,
+    /// API connections the clients share (HTTP/2 only below `clients`); `None`: one each.
+    pub connections: Option<usize>,
     /// Measured time (after the warm-up).
     pub duration: Duration,
     /// Time pushed but not measured, first.
@@ -69,6 +71,8 @@ pub struct Report {
     pub http: &'static str,
     pub devices: usize,
     pub clients: usize,
+    /// TCP+TLS connections the clients' requests travel on.
+    pub api_connections: usize,
     /// Pushes per API request.
     pub batch: usize,
     pub mode: &'static str,
@@ -122,6 +126,22 @@ fn since(epoch: Instant, t: Instant) -> u64 {
 
 /// Runs the scenario.
 ///
+/// `clients` handles over `conns`, spread evenly: the connections themselves when there are
+/// as many, else HTTP/2 handles that share them.
+fn shared_conns(conns: Vec<ApiConn>, clients: usize) -> anyhow::Result<Vec<ApiConn>> {
+    if conns.len() >= clients {
+        return Ok(conns);
+    }
+    let mut out = Vec::with_capacity(clients);
+    for i in 0..clients {
+        let handle = conns[i % conns.len()].share().ok_or_else(|| {
+            anyhow::anyhow!("--connections below --clients needs HTTP/2 (--http2) to share them")
+        })?;
+        out.push(handle);
+    }
+    Ok(out)
+}
+
 /// # Errors
 /// Setup failures: no connection, a refused registration or WebSocket.
 pub async fn run(endpoint: Arc<Endpoint>, opts: Options) -> anyhow::Result<Report> {
@@ -135,8 +155,12 @@ pub async fn run(endpoint: Arc<Endpoint>, opts: Options) -> anyhow::Result<Repor
         bail!("--rate must be a positive number");
     }
     let show = opts.progress;
-    progress(show, &format!("opening {} API connections", opts.clients));
-    let conns = open_api_conns(&endpoint, opts.clients).await?;
+    let n_conns = opts.connections.unwrap_or(opts.clients);
+    if n_conns == 0 || n_conns > opts.clients {
+        bail!("--connections must be 1 to --clients ({})", opts.clients);
+    }
+    progress(show, &format!("opening {n_conns} API connections"));
+    let conns = shared_conns(open_api_conns(&endpoint, n_conns).await?, opts.clients)?;
     let http = conns[0].version().label();
     progress(show, &format!("registering {} devices", opts.devices));
     let (devices, conns) = register_devices(&endpoint, conns, opts.devices, show).await?;
@@ -221,6 +245,7 @@ pub async fn run(endpoint: Arc<Endpoint>, opts: Options) -> anyhow::Result<Repor
         http,
         devices: opts.devices,
         clients: opts.clients,
+        api_connections: n_conns,
         batch: opts.batch,
         mode: if opts.rate.is_some() {
             "rate"
@@ -639,9 +664,10 @@ impl Report {
             .map_or_else(|| "flat out".to_owned(), |r| format!("at {r:.0}/s"));
         let _ = writeln!(
             s,
-            "unicast: {} devices, {} API clients ({}), {}, {mode}, {:.1} s measured",
+            "unicast: {} devices, {} API clients on {} connections ({}), {}, {mode}, {:.1} s measured",
             self.devices,
             self.clients,
+            self.api_connections,
             self.http,
             if self.batch == 1 {
                 "one push per request".to_owned()

@@ -77,9 +77,13 @@ struct UnicastArgs {
     /// Devices to register and connect.
     #[arg(long, short = 'd', default_value_t = 64)]
     devices: usize,
-    /// Concurrent API clients, each on its own connection.
+    /// Concurrent API clients, each with one request in flight.
     #[arg(long, short = 'k', default_value_t = 64)]
     clients: usize,
+    /// API connections the clients share, as an HTTP/2 client pool would (needs --http2
+    /// below --clients; default: one connection per client).
+    #[arg(long)]
+    connections: Option<usize>,
     /// Measured seconds.
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
@@ -238,6 +242,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             let opts = unicast::Options {
                 devices: u.devices,
                 clients: u.clients,
+                connections: u.connections,
                 duration: seconds("duration", u.duration)?,
                 warmup: seconds("warmup", u.warmup)?,
                 rate: u.rate,
