@@ -9,7 +9,7 @@
 # The unicast runs share one server (started once, on a fresh data dir).
 #
 # Knobs (environment): RUNS_FLAT RUNS_RATE RUNS_BATCH BATCH RUNS_CONN DURATION DEVICES CLIENTS RATE CONNS
-# HOLD HTTP2=1 SKIP_BUILD=1 KEEP=1 SERVER_CPUS=0 BENCH_CPUS=1 OUT=dir.
+# HOLD HTTP2=1 API_CONNS SKIP_BUILD=1 KEEP=1 SERVER_CPUS=0 BENCH_CPUS=1 OUT=dir.
 # Every run is bounded in time (timeout) and every loop in count.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +29,10 @@ HOLD=${HOLD:-10}
 OUT=${OUT:-target/bench/core-$(date +%Y%m%d-%H%M%S)}
 EXTRA=()
 [[ ${HTTP2:-0} == 1 ]] && EXTRA+=(--http2)
+# API_CONNS=N: the unicast clients share N HTTP/2 connections (needs HTTP2=1), as a pooled
+# client would; default one connection per client.
+UNI=()
+[[ -n ${API_CONNS:-} ]] && UNI+=(--connections "$API_CONNS")
 
 mkdir -p "$OUT"
 trap stop_server EXIT
@@ -50,18 +54,18 @@ unicast_limit=$((DURATION + 180))
 start_server
 for i in $(seq 1 "$RUNS_FLAT"); do
     echo "bench: unicast flat out, run $i/$RUNS_FLAT" >&2
-    bench "$unicast_limit" --json -q "${EXTRA[@]}" unicast \
+    bench "$unicast_limit" --json -q "${EXTRA[@]}" unicast "${UNI[@]}" \
         --devices "$DEVICES" --clients "$CLIENTS" --duration "$DURATION" >"$OUT/flat-$i.json"
 done
 for i in $(seq 1 "$RUNS_RATE"); do
     echo "bench: unicast at $RATE/s, run $i/$RUNS_RATE" >&2
-    bench "$unicast_limit" --json -q "${EXTRA[@]}" unicast \
+    bench "$unicast_limit" --json -q "${EXTRA[@]}" unicast "${UNI[@]}" \
         --devices "$DEVICES" --clients "$CLIENTS" --duration "$DURATION" --rate "$RATE" \
         >"$OUT/rate-$i.json"
 done
 for i in $(seq 1 "$RUNS_BATCH"); do
     echo "bench: unicast flat out in batches of $BATCH, run $i/$RUNS_BATCH" >&2
-    bench "$unicast_limit" --json -q "${EXTRA[@]}" unicast \
+    bench "$unicast_limit" --json -q "${EXTRA[@]}" unicast "${UNI[@]}" \
         --devices "$DEVICES" --clients "$CLIENTS" --duration "$DURATION" --batch "$BATCH" \
         >"$OUT/batch-$i.json"
 done

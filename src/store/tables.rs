@@ -10,6 +10,7 @@
 //! | `console_users` | login | JSON [`UserRecord`](super::records::UserRecord) |
 //! | `devices` | (app, device) | JSON [`DeviceRecord`](super::records::DeviceRecord) |
 //! | `device_home` | device | app (for device-token lookup only) |
+//! | `last_seen` | (app, device) | u64 ms — when its last session started; newer than the record's own `last_seen_ms` (written by versions before 2026-12-02) |
 //! | `user_devices` | (app, user, device) | () |
 //! | `messages` | (app, message id) | binary [`MessageRecord`](super::records::MessageRecord) (`message_codec.rs`; JSON as written before 2026-12, still read) |
 //! | `bodies` | (app, seq) | the encoded `message` frame, shared by all recipients |
