@@ -58,7 +58,7 @@ pub fn authenticate_device(store: &Store, token: &str) -> Result<DeviceIdentity,
         .device_home(device)?
         .ok_or(DeviceAuthError::Unauthenticated)?;
     let record = store
-        .device(&app, device)?
+        .device_record(&app, device)?
         .ok_or(DeviceAuthError::Unauthenticated)?;
     if !verify_secret(secret, &record.token_sha256) {
         return Err(DeviceAuthError::Unauthenticated);
@@ -102,7 +102,7 @@ impl Session {
             registry.register(&identity.app, &identity.device, settings.outbox_capacity);
         // Read the topics after registering: a change committed since is already applied
         // by the registry and wins over this read.
-        match store.device(&identity.app, &identity.device) {
+        match store.device_record(&identity.app, &identity.device) {
             Ok(Some(d)) => {
                 registry.initial_topics(&identity.app, &identity.device, &handle, d.topics);
             }

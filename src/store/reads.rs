@@ -112,13 +112,25 @@ impl Store {
     /// Storage errors or a corrupt record.
     pub fn device(&self, app: &str, device: &str) -> Result<Option<DeviceRecord>, StoreError> {
         let txn = self.db().begin_read()?;
-        let table = txn.open_table(DEVICES)?;
-        let Some(value) = table.get((app, device))? else {
+        let Some(mut d) = read_device(&txn, app, device)? else {
             return Ok(None);
         };
-        let mut d: DeviceRecord = from_json("devices", value.value())?;
         with_last_seen(&txn.open_table(LAST_SEEN)?, &mut d)?;
         Ok(Some(d))
+    }
+
+    /// A device's record as stored, without looking up its last-seen time (its
+    /// `last_seen_ms` may be older than [`Store::device`]'s): for the token check and the
+    /// topics read on every connect, which do not need it.
+    ///
+    /// # Errors
+    /// Storage errors or a corrupt record.
+    pub fn device_record(
+        &self,
+        app: &str,
+        device: &str,
+    ) -> Result<Option<DeviceRecord>, StoreError> {
+        read_device(&self.db().begin_read()?, app, device)
     }
 
     /// The app a device belongs to; used only to check a device token.
@@ -314,6 +326,16 @@ impl Store {
         let value = table.get((app, topic))?;
         Ok(value.map_or(0, |v| v.value()))
     }
+}
+
+fn read_device(
+    txn: &redb::ReadTransaction,
+    app: &str,
+    device: &str,
+) -> Result<Option<DeviceRecord>, StoreError> {
+    let table = txn.open_table(DEVICES)?;
+    let value = table.get((app, device))?;
+    value.map(|v| from_json("devices", v.value())).transpose()
 }
 
 /// Takes a device's last-seen time from its own table where that is newer than the record's
