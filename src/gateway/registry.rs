@@ -225,7 +225,11 @@ impl AppSessions {
                 .or_default()
                 .insert(device.to_owned());
         }
-        self.topics_of.insert(device.to_owned(), topics);
+        // Most devices follow no topic: no entry for them (a key and a slot per idle
+        // connection otherwise).
+        if !topics.is_empty() {
+            self.topics_of.insert(device.to_owned(), topics);
+        }
     }
 
     fn forget_topics(&mut self, device: &str) {
