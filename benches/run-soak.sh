@@ -15,7 +15,8 @@ WARM_S=${WARM_S:-300}
 OUT=${OUT:-target/bench/soak-$(date +%Y%m%d-%H%M%S)}
 
 mkdir -p "$OUT"
-trap 'stop_server; [[ -n ${SAMPLER:-} ]] && kill "$SAMPLER" 2>/dev/null; true' EXIT
+# The sampler has usually been stopped already; a failing kill must not become the exit code.
+trap 'stop_server; if [[ -n ${SAMPLER:-} ]]; then kill "$SAMPLER" 2>/dev/null || true; fi' EXIT
 trap "exit 130" INT TERM
 build_release
 echo "bench: results in $OUT" >&2
