@@ -40,6 +40,9 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     pub checkpoint_seconds: Histogram,
     pub commit_batch_size: Histogram,
+    /// Journal records written, and those fdatasynced before their batch was answered.
+    pub journal_records: Counter,
+    pub journal_syncs: Counter,
     pub writer_queue_depth: Gauge,
     pub config_reloads: Family<ResultLabel, Counter>,
     pub rate_limited: Family<AppLabel, Counter>,
@@ -71,6 +74,8 @@ impl Metrics {
             commit_seconds: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
             checkpoint_seconds: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
             commit_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
+            journal_records: Counter::default(),
+            journal_syncs: Counter::default(),
             writer_queue_depth: Gauge::default(),
             config_reloads: Family::default(),
             rate_limited: Family::default(),
@@ -124,6 +129,16 @@ impl Metrics {
             "store_commit_batch_size",
             "Requests per store commit",
             m.commit_batch_size.clone(),
+        );
+        registry.register(
+            "store_journal_records",
+            "Store journal records written (one per group commit)",
+            m.journal_records.clone(),
+        );
+        registry.register(
+            "store_journal_syncs",
+            "Store journal records fdatasynced before their requests were answered (the rest held only acks and delivery marks, and reached the disk with the next)",
+            m.journal_syncs.clone(),
         );
         registry.register(
             "store_queue_depth",

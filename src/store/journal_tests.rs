@@ -55,6 +55,18 @@ fn crash_copy(from: &Path, to: &Path) {
     }
 }
 
+/// The store id of the database in `dir` (which the journal's records carry).
+fn store_id(dir: &Path) -> u64 {
+    use redb::ReadableDatabase as _;
+    let db = redb::Database::open(dir.join("w.redb")).expect("db");
+    let txn = db.begin_read().expect("read");
+    let meta = txn.open_table(super::tables::META).expect("meta");
+    meta.get(super::tables::META_STORE_ID)
+        .expect("get")
+        .map(|v| v.value())
+        .expect("store id")
+}
+
 fn pending_ids(store: &Store) -> Vec<String> {
     store
         .pending_after("a", "dev_1", 0, store.now_ms(), 1000)
@@ -150,14 +162,23 @@ async fn a_torn_last_record_is_dropped_and_the_rest_applied() {
     crash_copy(live.path(), crashed.path());
     store.close();
     drop(store);
-    // Half a record more, as when the process died inside the write.
+    // Half a record more where the next record would go (over the zeros that end the
+    // journal), as when the process died inside the write.
     let path = crashed.path().join("w.journal");
     let mut bytes = std::fs::read(&path).expect("read");
-    let whole = bytes.len();
-    let one_record = whole / 5;
-    let copy = bytes.clone();
-    bytes.extend_from_slice(&copy[..one_record / 2]);
+    let read_back = journal::read(&path, store_id(crashed.path())).expect("journal");
+    assert_eq!(read_back.records.len(), 5, "one record per push");
+    let whole = usize::try_from(read_back.good_len).expect("usize");
+    let last = read_back.records.last().map_or(0, |r| r.payload.len());
+    let copy = bytes[whole - last..whole].to_vec();
+    let mut torn = b"WJR1".to_vec();
+    torn.extend_from_slice(&u32::try_from(last).expect("u32").to_le_bytes());
+    torn.extend_from_slice(&copy[..last / 2]);
+    bytes[whole..whole + torn.len()].copy_from_slice(&torn);
     std::fs::write(&path, &bytes).expect("write");
+    let c = journal::read(&path, store_id(crashed.path())).expect("journal");
+    assert_eq!(c.records.len(), 5);
+    assert!(c.torn_bytes > 0);
     let recovered = open_lazy(crashed.path());
     assert_eq!(pending_ids(&recovered).len(), 5);
     // Applied, checkpointed and emptied.
@@ -226,6 +247,98 @@ async fn with_the_journal_off_commits_are_durable_in_the_database_file() {
     drop(store);
     let reopened = open_lazy(copy.path());
     assert_eq!(pending_ids(&reopened), ["msg_0001"]);
+    reopened.close();
+    drop(reopened);
+}
+
+#[tokio::test]
+async fn acks_and_delivery_marks_are_not_synced_on_their_own_and_pushes_are() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let dir = tempfile::tempdir().expect("dir");
+    let store = open_lazy(dir.path());
+    setup(&store).await;
+    let stats = store.writer_stats();
+    let counts = || {
+        (
+            stats.journal_records.load(Relaxed),
+            stats.journal_syncs.load(Relaxed),
+        )
+    };
+    let before = counts();
+    store.push(push(1)).await.expect("push");
+    let pushed = counts();
+    assert_eq!(pushed, (before.0 + 1, before.1 + 1), "a push is synced");
+    assert_eq!(
+        store
+            .ack("a", "dev_1", vec!["msg_0001".to_owned()])
+            .await
+            .expect("ack"),
+        1
+    );
+    let acked = counts();
+    assert_eq!(
+        acked,
+        (pushed.0 + 1, pushed.1),
+        "an ack alone is written, not synced"
+    );
+    assert!(pending_ids(&store).is_empty());
+    // A crash of the process keeps what was written: the ack comes back from the journal.
+    let crashed = tempfile::tempdir().expect("dir");
+    crash_copy(dir.path(), crashed.path());
+    let recovered = open_lazy(crashed.path());
+    assert!(
+        pending_ids(&recovered).is_empty(),
+        "the ack was applied again"
+    );
+    recovered.close();
+    drop(recovered);
+    store.close();
+    drop(store);
+}
+
+#[tokio::test]
+async fn acks_wait_to_share_the_next_push_commit() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let dir = tempfile::tempdir().expect("dir");
+    let config = WriterConfig {
+        checkpoint_every: Duration::from_secs(600),
+        lazy_hold: Duration::from_secs(600),
+        ..WriterConfig::default()
+    };
+    let store = Store::open(&dir.path().join("w.redb"), config, Arc::new(Quiet)).expect("open");
+    setup(&store).await;
+    store.push(push(1)).await.expect("push");
+    let commits = store.writer_stats().commits.load(Relaxed);
+    let mut ack = store
+        .ack_queued("a", "dev_1", vec!["msg_0001".to_owned()].into())
+        .await
+        .expect("queued");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        ack.try_recv().is_err(),
+        "the ack waits for a commit to share"
+    );
+    assert_eq!(store.writer_stats().commits.load(Relaxed), commits);
+    store.push(push(2)).await.expect("push");
+    assert_eq!(ack.await.expect("answer").expect("ack"), 1);
+    assert_eq!(
+        store.writer_stats().commits.load(Relaxed),
+        commits + 1,
+        "the ack and the push shared one commit"
+    );
+    assert_eq!(pending_ids(&store), ["msg_0002"]);
+    // A held ack is committed, not dropped, when the store stops.
+    let mut last = store
+        .ack_queued("a", "dev_1", vec!["msg_0002".to_owned()].into())
+        .await
+        .expect("queued");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(last.try_recv().is_err());
+    store.close();
+    assert_eq!(last.await.expect("answer").expect("ack"), 1);
+    drop(store);
+    let reopened = open_lazy(dir.path());
+    assert!(pending_ids(&reopened).is_empty());
     reopened.close();
     drop(reopened);
 }

@@ -62,6 +62,9 @@ pub struct WriterConfig {
     pub journal: bool,
     /// Longest time journaled commits wait for a checkpoint.
     pub checkpoint_every: Duration,
+    /// Longest time a batch of only lazy requests ([`Op::lazy`]) waits for a request that
+    /// needs a commit of its own, so that it shares that commit instead of paying for one.
+    pub lazy_hold: Duration,
 }
 
 /// Journal size at which a checkpoint is made whatever the time.
@@ -77,6 +80,7 @@ impl Default for WriterConfig {
             cache_bytes: 256 * 1024 * 1024,
             journal: true,
             checkpoint_every: Duration::from_millis(200),
+            lazy_hold: Duration::from_millis(2),
         }
     }
 }
@@ -148,6 +152,26 @@ pub(crate) enum Op {
     Shutdown,
 }
 
+impl Op {
+    /// Whether the request may be answered before its journal record is on disk: a
+    /// device's acks and the marks that only feed statistics and reminders. A crash of
+    /// the machine (not just the process, whose writes the page cache keeps) can lose the
+    /// last few of them; an ack lost so means the message is sent again, which
+    /// at-least-once delivery allows and clients dedupe by id. Every later synced record
+    /// takes them to the disk with it, so no request answered as durable can depend on
+    /// one that was lost.
+    fn lazy(&self) -> bool {
+        matches!(
+            self,
+            Op::Ack { .. }
+                | Op::Delivered { .. }
+                | Op::Opened { .. }
+                | Op::ClearGap { .. }
+                | Op::TouchDevice { .. }
+        )
+    }
+}
+
 /// Counters of the writer's work, readable from any thread (metrics, tests, benchmarks).
 #[derive(Debug, Default)]
 pub struct WriterStats {
@@ -157,6 +181,10 @@ pub struct WriterStats {
     pub requests: std::sync::atomic::AtomicU64,
     /// Most requests seen in one transaction.
     pub largest_batch: std::sync::atomic::AtomicU64,
+    /// Journal records written, and of those fdatasynced before their batch was answered
+    /// (the rest reach the disk with the next synced record or checkpoint; see [`Op::lazy`]).
+    pub journal_records: std::sync::atomic::AtomicU64,
+    pub journal_syncs: std::sync::atomic::AtomicU64,
 }
 
 /// State the writer carries between transactions.
@@ -329,7 +357,7 @@ fn recover(
         next = record.seq + 1;
         batches += 1;
     }
-    if !contents.records.is_empty() || contents.torn_bytes > 0 {
+    if batches > 0 || contents.torn_bytes > 0 {
         flush(db)?;
         tracing::info!(
             batches,
@@ -340,7 +368,7 @@ fn recover(
             "store journal applied: the previous run stopped without a checkpoint"
         );
     }
-    Journal::open(path, start.store_id, 0, next).map_err(|e| journal_error(path, e))
+    Journal::open(path, start.store_id, next).map_err(|e| journal_error(path, e))
 }
 
 fn run(
@@ -351,7 +379,7 @@ fn run(
     mut rx: mpsc::Receiver<Op>,
     sinks: &Sinks<'_>,
 ) {
-    // A timer for waits with a deadline (relaxed flushes, checkpoints).
+    // A timer for waits with a deadline (relaxed flushes, checkpoints, held batches).
     let timer = match tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
@@ -368,44 +396,57 @@ fn run(
     let mut last_durable = Instant::now();
     // When the journal took its first record since the last checkpoint.
     let mut journal_since: Option<Instant> = None;
+    // Lazy requests waiting to share the next commit, and how long they may wait.
+    let mut held: Vec<Op> = Vec::new();
+    let mut held_until: Option<Instant> = None;
     let mut batch: Vec<Op> = Vec::with_capacity(config.max_batch);
     loop {
-        let deadline = if unflushed {
+        let checkpoint_at = if unflushed {
             Some(last_durable + RELAXED_FLUSH)
         } else {
             journal_since.map(|since| since + config.checkpoint_every)
+        };
+        let deadline = match (checkpoint_at, held_until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         };
         let first = match deadline {
             Some(at) => {
                 let left = at.saturating_duration_since(Instant::now());
                 // The timeout's timer is made inside `block_on`, where the runtime is.
                 let waited = timer.block_on(async { tokio::time::timeout(left, rx.recv()).await });
-                if let Ok(op) = waited {
-                    op
-                } else {
-                    checkpoint(db, journal.as_mut(), sinks.metrics);
-                    unflushed = false;
-                    last_durable = Instant::now();
-                    journal_since = None;
-                    continue;
+                waited.ok()
+            }
+            None => Some(rx.blocking_recv()),
+        };
+        let closed = matches!(first, Some(None));
+        if let Some(Some(op)) = first {
+            batch.push(op);
+            while batch.len() < config.max_batch {
+                match rx.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
                 }
             }
-            None => rx.blocking_recv(),
-        };
-        let Some(first) = first else { break };
-        batch.push(first);
-        while batch.len() < config.max_batch {
-            match rx.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
-            }
         }
-        let stop = batch.iter().any(|op| matches!(op, Op::Shutdown));
-        let ops: Vec<Op> = batch
-            .drain(..)
-            .filter(|op| !matches!(op, Op::Shutdown))
-            .collect();
-        if !ops.is_empty() {
+        let stop = closed || batch.iter().any(|op| matches!(op, Op::Shutdown));
+        // Held requests go first: they came first.
+        let mut ops: Vec<Op> = std::mem::take(&mut held);
+        ops.extend(batch.drain(..).filter(|op| !matches!(op, Op::Shutdown)));
+        let now = Instant::now();
+        let hold = !stop
+            && journal.is_some()
+            && config.durability == Durability::Immediate
+            && ops.len() < config.max_batch
+            && held_until.is_none_or(|until| now < until)
+            && ops.iter().all(Op::lazy);
+        if hold && !ops.is_empty() {
+            // Nobody waits on these for durability: let them ride with the next push
+            // rather than pay a commit of their own.
+            held = ops;
+            held_until.get_or_insert(now + config.lazy_hold);
+        } else if !ops.is_empty() {
+            held_until = None;
             let relaxed =
                 config.durability == Durability::Relaxed && last_durable.elapsed() < RELAXED_FLUSH;
             let mode = match journal.as_mut() {
@@ -424,13 +465,23 @@ fn run(
                 }
                 journal_since = None;
             } else {
-                let since = *journal_since.get_or_insert_with(Instant::now);
-                if journal_len >= CHECKPOINT_BYTES || since.elapsed() >= config.checkpoint_every {
-                    checkpoint(db, journal.as_mut(), sinks.metrics);
-                    last_durable = Instant::now();
-                    journal_since = None;
-                }
+                journal_since.get_or_insert_with(Instant::now);
             }
+        } else {
+            held_until = None;
+        }
+        let journal_len = journal.as_ref().map_or(0, Journal::len);
+        let checkpoint_due = if unflushed {
+            last_durable.elapsed() >= RELAXED_FLUSH
+        } else {
+            journal_len >= CHECKPOINT_BYTES
+                || journal_since.is_some_and(|since| since.elapsed() >= config.checkpoint_every)
+        };
+        if checkpoint_due && !stop {
+            checkpoint(db, journal.as_mut(), sinks.metrics);
+            unflushed = false;
+            last_durable = Instant::now();
+            journal_since = None;
         }
         if stop {
             // Take what is still queued, then stop.
@@ -450,6 +501,12 @@ fn run(
     }
     if unflushed || journal.as_ref().is_some_and(|j| !j.is_empty()) {
         checkpoint(db, journal.as_mut(), sinks.metrics);
+    }
+    if let Some(j) = journal.as_mut().filter(|j| j.is_empty()) {
+        // Stopped cleanly: the file is cut back to nothing until the next start.
+        if let Err(e) = j.release() {
+            tracing::warn!(error = %e, journal = %j.path().display(), "cutting back the store journal failed");
+        }
     }
     tracing::debug!("store writer stopped");
 }
@@ -540,6 +597,8 @@ fn commit_batch(
     }
     let journaled = journal.is_some()
         && journal_ops::encode(state.clock, state.next_seq, &ops, &mut state.journal_buf);
+    // Whether the batch's record must be on disk before its requests are answered.
+    let sync = !ops.iter().all(Op::lazy);
     // A batch the journal cannot carry commits durably in redb, which covers every record.
     let durability = if journal.is_some() && !journaled {
         redb::Durability::Immediate
@@ -582,7 +641,7 @@ fn commit_batch(
         // Durable once the record is on disk; redb's commit then only makes it visible.
         let len_before = journal.len();
         journal
-            .append(&state.journal_buf)
+            .append(&state.journal_buf, sync)
             .map_err(|e| journal_error(journal.path(), e))?;
         if let Err(e) = txn.commit() {
             if let Err(undo) = journal.undo_last(len_before) {
@@ -623,10 +682,20 @@ fn commit_batch(
         stats.commits.fetch_add(1, Relaxed);
         stats.requests.fetch_add(count as u64, Relaxed);
         stats.largest_batch.fetch_max(count as u64, Relaxed);
+        if journaled {
+            stats.journal_records.fetch_add(1, Relaxed);
+            stats.journal_syncs.fetch_add(u64::from(sync), Relaxed);
+        }
         if let Some(m) = metrics {
             m.commit_seconds.observe(started.elapsed().as_secs_f64());
             m.commit_batch_size
                 .observe(f64::from(u32::try_from(count).unwrap_or(u32::MAX)));
+            if journaled {
+                m.journal_records.inc();
+                if sync {
+                    m.journal_syncs.inc();
+                }
+            }
             for (app, row) in state.counted.drain(..) {
                 Metrics::app(&m.pushes_accepted, &app).inc_by(row.accepted);
                 Metrics::app(&m.delivered, &app).inc_by(row.delivered);
