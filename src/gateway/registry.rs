@@ -1,7 +1,9 @@
 //! Device → live session. The store's writer hands every committed delivery here, in commit
 //! order; each session gets the same encoded `Bytes` frame through its bounded outbox.
 
+use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
@@ -66,6 +68,8 @@ impl CloseReason {
 
 /// The registry's side of one live session.
 pub struct SessionHandle {
+    /// The device this session serves: the key its app's session set finds it by.
+    device: Box<str>,
     /// The outbox: at most `capacity` frames; it allocates only while it holds some.
     queue: Mutex<VecDeque<Shared>>,
     capacity: u32,
@@ -206,10 +210,36 @@ impl Outbox {
     }
 }
 
+/// A session in its app's set, found by its device id. The handle carries the id, so a
+/// slot of the set is one pointer (8 bytes), not a key string and a pointer (32): the set
+/// has a slot per connection and doubles in size past 14,336 of them.
+struct ByDevice(Arc<SessionHandle>);
+
+impl Borrow<str> for ByDevice {
+    fn borrow(&self) -> &str {
+        &self.0.device
+    }
+}
+
+impl PartialEq for ByDevice {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.device == other.0.device
+    }
+}
+
+impl Eq for ByDevice {}
+
+impl Hash for ByDevice {
+    // The same hash as the `&str` it is looked up by (what `Borrow` requires).
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        str::hash(&self.0.device, state);
+    }
+}
+
 /// The live sessions of one app, and which online devices follow which topic.
 #[derive(Default)]
 struct AppSessions {
-    devices: HashMap<String, Arc<SessionHandle>>,
+    devices: HashSet<ByDevice>,
     /// topic → online devices subscribed to it (`$all` is implicit: every device).
     followers: HashMap<String, HashSet<String>>,
     /// device → its topics, to undo `followers` when it leaves or changes.
@@ -245,7 +275,15 @@ impl AppSessions {
 
     fn remove(&mut self, device: &str) -> Option<Arc<SessionHandle>> {
         self.forget_topics(device);
-        self.devices.remove(device)
+        self.devices.take(device).map(|b| b.0)
+    }
+
+    fn session(&self, device: &str) -> Option<&Arc<SessionHandle>> {
+        self.devices.get(device).map(|b| &b.0)
+    }
+
+    fn sessions(&self) -> impl Iterator<Item = &Arc<SessionHandle>> {
+        self.devices.iter().map(|b| &b.0)
     }
 }
 
@@ -300,7 +338,7 @@ impl Registry {
         let now = self.clock_ms();
         let apps = self.lock();
         let mut woken = 0;
-        for h in apps.values().flat_map(|s| s.devices.values()) {
+        for h in apps.values().flat_map(AppSessions::sessions) {
             if h.due_ms.load(Ordering::Acquire) <= now {
                 h.due_ms.store(u64::MAX, Ordering::Release);
                 h.ticked.store(true, Ordering::Release);
@@ -329,7 +367,7 @@ impl Registry {
     pub fn close_all(&self, reason: CloseReason) {
         self.stopping.store(true, Ordering::Release);
         let apps = self.lock();
-        for h in apps.values().flat_map(|s| s.devices.values()) {
+        for h in apps.values().flat_map(AppSessions::sessions) {
             h.close_with(reason);
         }
     }
@@ -343,6 +381,7 @@ impl Registry {
         capacity: usize,
     ) -> (Arc<SessionHandle>, Outbox) {
         let handle = Arc::new(SessionHandle {
+            device: device.into(),
             queue: Mutex::new(VecDeque::new()),
             capacity: u32::try_from(capacity.max(1)).unwrap_or(u32::MAX),
             lagged: AtomicBool::new(false),
@@ -359,7 +398,8 @@ impl Registry {
             sessions.forget_topics(device);
             sessions
                 .devices
-                .insert(device.to_owned(), Arc::clone(&handle))
+                .replace(ByDevice(Arc::clone(&handle)))
+                .map(|b| b.0)
         };
         let outbox = Outbox {
             handle: Arc::clone(&handle),
@@ -387,8 +427,7 @@ impl Registry {
             return;
         };
         let current = sessions
-            .devices
-            .get(device)
+            .session(device)
             .is_some_and(|h| std::ptr::eq(Arc::as_ptr(h), handle));
         if current && !handle.topics_set.swap(true, Ordering::AcqRel) {
             sessions.set_topics(device, topics);
@@ -402,8 +441,7 @@ impl Registry {
             return;
         };
         if sessions
-            .devices
-            .get(device)
+            .session(device)
             .is_some_and(|h| std::ptr::eq(Arc::as_ptr(h), handle))
         {
             sessions.remove(device);
@@ -418,7 +456,7 @@ impl Registry {
     pub fn is_online(&self, app: &str, device: &str) -> bool {
         self.lock()
             .get(app)
-            .is_some_and(|s| s.devices.contains_key(device))
+            .is_some_and(|s| s.devices.contains(device))
     }
 
     /// Live sessions of one app in this process.
@@ -462,7 +500,7 @@ impl CommitListener for Registry {
                     id: Some(Arc::from(id.as_str())),
                 });
                 for device in devices {
-                    if let Some(handle) = sessions.devices.get(device) {
+                    if let Some(handle) = sessions.session(device) {
                         handle.offer(Arc::clone(&item));
                     }
                 }
@@ -487,12 +525,12 @@ impl CommitListener for Registry {
                     id: Some(Arc::from(id.as_str())),
                 });
                 if topic == ALL_TOPIC {
-                    for handle in sessions.devices.values() {
+                    for handle in sessions.sessions() {
                         handle.offer(Arc::clone(&item));
                     }
                 } else if let Some(followers) = sessions.followers.get(topic) {
                     for device in followers {
-                        if let Some(handle) = sessions.devices.get(device) {
+                        if let Some(handle) = sessions.session(device) {
                             handle.offer(Arc::clone(&item));
                         }
                     }
@@ -505,7 +543,7 @@ impl CommitListener for Registry {
             } => {
                 let mut apps = self.lock();
                 if let Some(sessions) = apps.get_mut(app) {
-                    if let Some(handle) = sessions.devices.get(device) {
+                    if let Some(handle) = sessions.session(device) {
                         handle.topics_set.store(true, Ordering::Release);
                         sessions.set_topics(device, topics.clone());
                     }
@@ -513,7 +551,7 @@ impl CommitListener for Registry {
             }
             Committed::Gap { app, device } => {
                 let apps = self.lock();
-                if let Some(handle) = apps.get(app).and_then(|s| s.devices.get(device)) {
+                if let Some(handle) = apps.get(app).and_then(|s| s.session(device)) {
                     handle.wake_to_catch_up();
                 }
             }
@@ -525,7 +563,10 @@ impl CommitListener for Registry {
             }
             Committed::AppClosed { app } => {
                 let removed = self.lock().remove(app);
-                for h in removed.into_iter().flat_map(|s| s.devices.into_values()) {
+                for h in removed
+                    .into_iter()
+                    .flat_map(|s| s.devices.into_iter().map(|b| b.0))
+                {
                     h.close_with(CloseReason::AppClosed);
                 }
             }
