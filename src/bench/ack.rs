@@ -34,6 +34,17 @@ impl AckFrame {
         self.ids == 0
     }
 
+    /// The finished frame, if it holds any id; the next [`Self::push`] starts a new one in
+    /// the same buffer (no allocation per frame, unlike [`Self::take`]).
+    pub fn finish(&mut self) -> Option<&str> {
+        if self.ids == 0 {
+            return None;
+        }
+        self.frame.push_str("]}");
+        self.ids = 0;
+        Some(&self.frame)
+    }
+
     /// The finished frame, if it holds any id; starts a new one.
     pub fn take(&mut self) -> Option<String> {
         if self.ids == 0 {
@@ -70,5 +81,10 @@ mod tests {
             a.take().as_deref(),
             Some(r#"{"type":"ack","ids":["msg_c"]}"#)
         );
+        a.push("msg_d");
+        assert_eq!(a.finish(), Some(r#"{"type":"ack","ids":["msg_d"]}"#));
+        assert_eq!(a.finish(), None);
+        a.push("msg_e");
+        assert_eq!(a.finish(), Some(r#"{"type":"ack","ids":["msg_e"]}"#));
     }
 }

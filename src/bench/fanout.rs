@@ -23,17 +23,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::FutureExt;
 use hdrhistogram::Histogram;
 use hyper::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use super::ack::AckFrame;
 use super::connections::source_addresses;
-use super::net::{close_ws, connect_device, Device, DeviceWs, Endpoint};
+use super::lean_ws::{Frame as WsFrame, LeanWs};
+use super::net::{limited, Device, Endpoint};
 use super::stats::{histogram, merge, record, round3, Summary};
 use super::{open_api_conns, progress, rate, register_devices, sys, ApiConn};
 
@@ -724,15 +724,8 @@ struct DeviceResult {
 
 /// Connects (at most `concurrency` handshakes at once), then reads and acks until stopped.
 async fn device_task(d: DeviceTask) -> DeviceResult {
-    let attempt = connect_device(
-        &d.endpoint,
-        &d.token,
-        d.local,
-        d.sem,
-        CONNECT_TIMEOUT,
-        READ_BUFFER,
-    )
-    .await;
+    let connect = LeanWs::connect(&d.endpoint, &d.token, d.local, READ_BUFFER);
+    let attempt = limited(d.sem, CONNECT_TIMEOUT, connect).await;
     let ws = match attempt {
         Ok(ws) => ws,
         Err(e) => return connect_failed(&d.shared, e),
@@ -828,13 +821,12 @@ fn scan_message(text: &str) -> Option<(&str, Option<Stamp>)> {
 }
 
 impl Reader<'_> {
-    fn on_message(&mut self, msg: &Message) {
-        let Message::Text(text) = msg else { return };
+    fn on_text(&mut self, text: &str) {
         let now = self.now;
-        let (id, data) = if let Some((id, data)) = scan_message(text.as_str()) {
+        let (id, data) = if let Some((id, data)) = scan_message(text) {
             (Some(id), data)
         } else {
-            let Ok(frame) = serde_json::from_str::<Frame>(text.as_str()) else {
+            let Ok(frame) = serde_json::from_str::<Frame>(text) else {
                 self.out.unparsed += 1;
                 return;
             };
@@ -871,7 +863,7 @@ impl Reader<'_> {
 
     /// Publishes the batch's counts and latencies (one lock), then returns the ack frame
     /// to send, if any.
-    fn end_batch(&mut self, shard: usize) -> Option<String> {
+    fn end_batch(&mut self, shard: usize) -> Option<&str> {
         if !self.lat.is_empty() {
             let now = since(self.shared.epoch, Instant::now());
             self.shared
@@ -888,16 +880,16 @@ impl Reader<'_> {
             self.lat.clear();
             self.received = 0;
         }
-        let frame = self.ack.take()?;
+        let frame = self.ack.finish()?;
         self.out.ack_frames += 1;
         Some(frame)
     }
 }
 
-/// Reads frames until stopped; after each read takes every frame already readable and
-/// acks them all in one frame.
+/// Reads frames until stopped: waits for bytes, takes every whole frame read and whatever
+/// more is readable at once (up to [`ACK_BATCH`] messages), and acks them in one frame.
 async fn receive(
-    mut ws: DeviceWs,
+    mut ws: LeanWs,
     index: usize,
     shared: &Shared,
     stop: &CancellationToken,
@@ -910,40 +902,60 @@ async fn receive(
         ack: AckFrame::default(),
         out: DeviceResult::default(),
         received: 0,
-        now: 0,
+        now: since(shared.epoch, Instant::now()),
     };
     'outer: loop {
-        let first = tokio::select! {
-            biased;
-            () = stop.cancelled() => break,
-            m = ws.next() => m,
-        };
-        let Some(Ok(msg)) = first else {
-            r.out.disconnected = true;
-            break;
-        };
-        r.now = since(shared.epoch, Instant::now());
-        r.on_message(&msg);
-        while r.ack.len() < ACK_BATCH {
-            match ws.next().now_or_never() {
-                Some(Some(Ok(msg))) => r.on_message(&msg),
-                Some(Some(Err(_)) | None) => {
+        loop {
+            match ws.buffered() {
+                Ok(Some(WsFrame::Text(range))) => {
+                    match ws.text(range) {
+                        Ok(text) => r.on_text(text),
+                        Err(_) => r.out.unparsed += 1,
+                    }
+                    if r.ack.len() >= ACK_BATCH {
+                        break;
+                    }
+                }
+                Ok(Some(WsFrame::Control)) => {}
+                Ok(Some(WsFrame::Close)) | Err(_) => {
                     r.end_batch(shard);
                     r.out.disconnected = true;
                     break 'outer;
                 }
-                None => break,
+                Ok(None) if r.ack.is_empty() && !ws.has_queued() => {
+                    // Nothing taken yet: wait for the next bytes.
+                    let got = tokio::select! {
+                        biased;
+                        () = stop.cancelled() => break 'outer,
+                        got = ws.fill() => got,
+                    };
+                    if !matches!(got, Ok(true)) {
+                        r.out.disconnected = true;
+                        break 'outer;
+                    }
+                    r.now = since(shared.epoch, Instant::now());
+                }
+                Ok(None) => match ws.fill().now_or_never() {
+                    Some(Ok(true)) => {}
+                    Some(Ok(false) | Err(_)) => {
+                        r.end_batch(shard);
+                        r.out.disconnected = true;
+                        break 'outer;
+                    }
+                    None => break,
+                },
             }
         }
         if let Some(frame) = r.end_batch(shard) {
-            if ws.send(Message::Text(frame.into())).await.is_err() {
-                r.out.disconnected = true;
-                break;
-            }
+            ws.queue_text(frame.as_bytes());
+        }
+        if ws.has_queued() && ws.flush().await.is_err() {
+            r.out.disconnected = true;
+            break;
         }
     }
     if !r.out.disconnected {
-        close_ws(ws).await;
+        ws.close().await;
     }
     r.out
 }
@@ -1094,11 +1106,8 @@ mod tests {
         }
     }
 
-    fn message(id: &str, data: &str) -> Message {
-        Message::Text(
-            format!(r#"{{"type":"message","id":"{id}","seq":1,"data":{data},"sent_at":"x"}}"#)
-                .into(),
-        )
+    fn message(id: &str, data: &str) -> String {
+        format!(r#"{{"type":"message","id":"{id}","seq":1,"data":{data},"sent_at":"x"}}"#)
     }
 
     #[test]
@@ -1145,15 +1154,15 @@ mod tests {
             received: 0,
             now: 2,
         };
-        r.on_message(&message("msg_a", r#"{"t":1,"i":0,"r":7}"#));
-        r.on_message(&message("msg_b", r#"{"t":1,"i":2,"r":7}"#));
-        r.on_message(&message("msg_c", r#"{"t":1,"i":2,"r":7}"#)); // duplicate index
-        r.on_message(&message("msg_d", r#"{"t":1,"i":0,"r":8}"#)); // another run
-        r.on_message(&Message::Text(r#"{"type":"gap","dropped":1}"#.into()));
-        r.on_message(&Message::Text("not json".into()));
+        r.on_text(&message("msg_a", r#"{"t":1,"i":0,"r":7}"#));
+        r.on_text(&message("msg_b", r#"{"t":1,"i":2,"r":7}"#));
+        r.on_text(&message("msg_c", r#"{"t":1,"i":2,"r":7}"#)); // duplicate index
+        r.on_text(&message("msg_d", r#"{"t":1,"i":0,"r":8}"#)); // another run
+        r.on_text(r#"{"type":"gap","dropped":1}"#);
+        r.on_text("not json");
         let frame = r.end_batch(0).expect("an ack frame");
         assert_eq!(
-            ClientFrame::parse(&frame),
+            ClientFrame::parse(frame),
             Ok(ClientFrame::Ack {
                 ids: ["msg_a", "msg_b", "msg_c", "msg_d"].into_iter().collect()
             })

@@ -14,6 +14,7 @@ pub mod ack;
 pub mod connections;
 pub mod fanout;
 pub mod io;
+pub mod lean_ws;
 pub mod net;
 pub mod stats;
 pub mod storm;

@@ -245,6 +245,31 @@ impl Endpoint {
         serde_json::from_slice(&body).context("registration reply")
     }
 
+    /// The `host[:port]` the URL names (the `Host` header's value).
+    #[must_use]
+    pub fn authority(&self) -> &str {
+        self.authority.to_str().unwrap_or_default()
+    }
+
+    /// A device connection's byte stream from `local` (any address with `None`): TCP, and
+    /// TLS on it unless the URL is `http://`.
+    ///
+    /// # Errors
+    /// Connection or TLS handshake failures.
+    pub async fn device_io(&self, local: Option<IpAddr>) -> anyhow::Result<Io> {
+        let tcp = self.tcp(local).await.context("WebSocket connect")?;
+        Ok(match &self.tls {
+            Some((_, ws_tls)) => {
+                let tls = ws_tls
+                    .connect(self.server_name.clone(), tcp)
+                    .await
+                    .context("WebSocket TLS handshake")?;
+                Io::Tls(Box::new(tls))
+            }
+            None => Io::Plain(tcp),
+        })
+    }
+
     /// Opens a device WebSocket (token in the header) from `local` (any address with
     /// `None`), with a read buffer of `read_buffer` bytes, and waits for `welcome`.
     ///
@@ -256,17 +281,8 @@ impl Endpoint {
         local: Option<IpAddr>,
         read_buffer: usize,
     ) -> anyhow::Result<DeviceWs> {
-        let tcp = self.tcp(local).await.context("WebSocket connect")?;
-        let (stream, scheme) = match &self.tls {
-            Some((_, ws_tls)) => {
-                let tls = ws_tls
-                    .connect(self.server_name.clone(), tcp)
-                    .await
-                    .context("WebSocket TLS handshake")?;
-                (Io::Tls(Box::new(tls)), "wss")
-            }
-            None => (Io::Plain(tcp), "ws"),
-        };
+        let stream = self.device_io(local).await?;
+        let scheme = if self.tls.is_some() { "wss" } else { "ws" };
         let url = format!("{scheme}://{}/v1/connect", self.authority.to_str()?);
         let mut request = url.into_client_request()?;
         request.headers_mut().insert(AUTHORIZATION, bearer(token)?);
@@ -307,8 +323,21 @@ pub async fn connect_device(
     limit: Duration,
     read_buffer: usize,
 ) -> Result<DeviceWs, String> {
+    limited(sem, limit, endpoint.device_ws(token, local, read_buffer)).await
+}
+
+/// Runs a connection attempt while holding one of `sem`'s permits (so at most that many
+/// handshakes are in flight), giving up after `limit`. The error comes back as text.
+///
+/// # Errors
+/// The attempt's error, or the time limit.
+pub async fn limited<T>(
+    sem: Arc<Semaphore>,
+    limit: Duration,
+    attempt: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> Result<T, String> {
     let permit = sem.acquire_owned().await;
-    let attempt = tokio::time::timeout(limit, endpoint.device_ws(token, local, read_buffer)).await;
+    let attempt = tokio::time::timeout(limit, attempt).await;
     drop(permit);
     match attempt {
         Ok(Ok(ws)) => Ok(ws),
