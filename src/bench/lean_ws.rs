@@ -114,8 +114,7 @@ impl LeanWs {
             match ws.next_frame().await? {
                 Some(Frame::Text(range)) => {
                     let text = ws.text(range)?;
-                    let v: serde_json::Value =
-                        serde_json::from_str(text).context("first frame")?;
+                    let v: serde_json::Value = serde_json::from_str(text).context("first frame")?;
                     if v["type"] == "welcome" {
                         return Ok(ws);
                     }
