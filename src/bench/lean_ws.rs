@@ -18,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::io::Io;
 use super::net::Endpoint;
-use crate::gateway::wire::accept_key;
+use crate::gateway::wire::{accept_key, payload_length};
 
 /// Largest frame accepted from the server; the read buffer grows to it at most.
 pub const MAX_FRAME: usize = 1024 * 1024;
@@ -297,22 +297,8 @@ fn parse_header(buf: &[u8]) -> Result<Option<(usize, usize)>, FrameError> {
     if b1 & 0x80 != 0 {
         return Err(FrameError::Masked);
     }
-    let (len, header) = match b1 & 0x7F {
-        126 => {
-            let Some(b) = buf.get(2..4) else {
-                return Ok(None);
-            };
-            (u64::from(u16::from_be_bytes([b[0], b[1]])), 4)
-        }
-        127 => {
-            let Some(b) = buf.get(2..10) else {
-                return Ok(None);
-            };
-            let mut be = [0u8; 8];
-            be.copy_from_slice(b);
-            (u64::from_be_bytes(be), 10)
-        }
-        n => (u64::from(n), 2),
+    let Some((len, header)) = payload_length(buf) else {
+        return Ok(None);
     };
     match usize::try_from(len) {
         Ok(n) if n <= MAX_FRAME - header => Ok(Some((header, n))),

@@ -99,22 +99,8 @@ fn header(buf: &[u8], max: usize) -> Result<Option<Header>, WireError> {
     if b1 & 0x80 == 0 {
         return Err(WireError::Unmasked);
     }
-    let (len, at) = match b1 & 0x7F {
-        126 => {
-            let Some(b) = buf.get(2..4) else {
-                return Ok(None);
-            };
-            (u64::from(u16::from_be_bytes([b[0], b[1]])), 4)
-        }
-        127 => {
-            let Some(b) = buf.get(2..10) else {
-                return Ok(None);
-            };
-            let mut be = [0u8; 8];
-            be.copy_from_slice(b);
-            (u64::from_be_bytes(be), 10)
-        }
-        n => (u64::from(n), 2),
+    let Some((len, at)) = payload_length(buf) else {
+        return Ok(None);
     };
     let payload_len = usize::try_from(len).map_err(|_| WireError::TooLarge(max))?;
     if payload_len > max {
@@ -130,6 +116,27 @@ fn header(buf: &[u8], max: usize) -> Result<Option<Header>, WireError> {
         len: at + 4,
         payload_len,
     }))
+}
+
+/// The payload length a frame header at the start of `buf` gives (7 bits, or the 16- or
+/// 64-bit extended length), and where the bytes after the length start; `None` while the
+/// length has not fully arrived. The mask bit is the caller's to check: servers and
+/// clients differ on it.
+#[must_use]
+pub fn payload_length(buf: &[u8]) -> Option<(u64, usize)> {
+    match buf.get(1)? & 0x7F {
+        126 => {
+            let b = buf.get(2..4)?;
+            Some((u64::from(u16::from_be_bytes([b[0], b[1]])), 4))
+        }
+        127 => {
+            let b = buf.get(2..10)?;
+            let mut be = [0u8; 8];
+            be.copy_from_slice(b);
+            Some((u64::from_be_bytes(be), 10))
+        }
+        n => Some((u64::from(n), 2)),
+    }
 }
 
 fn unmask(payload: &mut [u8], mask: [u8; 4]) {
