@@ -2,6 +2,7 @@
 //! (so an idle connection keeps none), and writing server frames in one flush per batch.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -54,16 +55,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsConn<S> {
     /// Reads what the socket has and returns the client messages in it (possibly none, when
     /// only part of a frame arrived). Pending while nothing arrives.
     pub fn poll_events(&mut self, cx: &mut Context<'_>) -> Poll<Result<Vec<ClientEvent>, ReadEnd>> {
-        let mut buf = [0u8; READ_CHUNK];
-        let mut read = ReadBuf::new(&mut buf);
+        // Not zeroed: the read fills what it reports, and only that is looked at.
+        let mut buf = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+        let mut read = ReadBuf::uninit(&mut buf);
         ready!(Pin::new(&mut self.io).poll_read(cx, &mut read))?;
-        let n = read.filled().len();
-        if n == 0 {
+        if read.filled().is_empty() {
             return Poll::Ready(Err(ReadEnd::Eof));
         }
         // One read holds at most READ_CHUNK / 6 frames, which bounds the events too.
         let mut events = Vec::new();
-        self.reader.feed(&mut buf[..n], MAX_CLIENT_FRAME, |m| {
+        self.reader.feed(read.filled_mut(), MAX_CLIENT_FRAME, |m| {
             events.push(match m {
                 Incoming::Text(text) => match ClientFrame::parse(text) {
                     Ok(frame) => ClientEvent::Frame(frame),
