@@ -112,7 +112,7 @@ pub enum TlsError {
 /// Builds the HTTPS server configuration from a PEM certificate chain and private key.
 ///
 /// Uses the ring provider, TLS 1.2 and 1.3 only, no client authentication and
-/// ALPN `h2` then `http/1.1`.
+/// ALPN `h2` then `http/1.1`, stateless session tickets for resumption.
 pub fn server_config(cert_pem: &Path, key_pem: &Path) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = ring_provider();
     let certs = load_certs(cert_pem)?;
@@ -146,6 +146,15 @@ pub fn server_config(cert_pem: &Path, key_pem: &Path) -> Result<Arc<ServerConfig
             },
         })?;
     config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()];
+    // Stateless session tickets, so a device that reconnects (after a network change, or
+    // all at once after a load balancer dropped them) resumes without a certificate
+    // signature on our side or a chain check on its own. The server keeps nothing per
+    // ticket (rustls's default is a 256-session cache, useless at 10,000 devices); the key
+    // rotates every 6 hours and lives with this configuration, so a new certificate also
+    // means new tickets. TLS 1.3 resumption still runs an (EC)DHE exchange: forward
+    // secrecy holds.
+    config.ticketer =
+        rustls::crypto::ring::Ticketer::new().map_err(|source| TlsError::Config { source })?;
     Ok(Arc::new(config))
 }
 

@@ -223,3 +223,50 @@ async fn a_client_that_hangs_up_mid_handshake_is_an_error() {
     let err = result.expect_err("cut short");
     assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof, "{err}");
 }
+
+/// Connects, reads one server write (which brings the session tickets along), and returns
+/// how the handshake went on the client's side.
+async fn handshake_kind(
+    server: Arc<ServerConfig>,
+    client: Arc<ClientConfig>,
+) -> Option<rustls::HandshakeKind> {
+    let (mut srv, mut cli) = pair(server, client).await;
+    srv.write_all(b"hi").await.expect("server write");
+    srv.flush().await.expect("server flush");
+    let mut got = [0u8; 2];
+    cli.read_exact(&mut got).await.expect("client read");
+    assert_eq!(&got, b"hi");
+    cli.get_ref().1.handshake_kind()
+}
+
+#[tokio::test]
+async fn a_reconnecting_client_resumes_with_a_ticket_over_tls13_and_tls12() {
+    use rustls::HandshakeKind::{Full, Resumed};
+    let pki = pki();
+    for client in [Arc::clone(&pki.client), tls12_client(&pki)] {
+        let first = handshake_kind(Arc::clone(&pki.server), Arc::clone(&client)).await;
+        assert_eq!(first, Some(Full));
+        let again = handshake_kind(Arc::clone(&pki.server), Arc::clone(&client)).await;
+        assert_eq!(again, Some(Resumed), "the second connection resumes");
+    }
+    // The server keeps no state per ticket: a client resumes after many others connected
+    // (rustls's default, a 256-session cache on the server, has forgotten it by then).
+    let early = client_config_trusting(&pki.ca, &[ALPN_HTTP11]).expect("client config");
+    let first = handshake_kind(Arc::clone(&pki.server), Arc::clone(&early)).await;
+    assert_eq!(first, Some(Full));
+    for _ in 0..200 {
+        let other = client_config_trusting(&pki.ca, &[ALPN_HTTP11]).expect("client config");
+        handshake_kind(Arc::clone(&pki.server), other).await;
+    }
+    let later = handshake_kind(Arc::clone(&pki.server), early).await;
+    assert_eq!(later, Some(Resumed), "resumed after 200 other clients");
+    // A new configuration (a certificate reloaded or renewed) has a new ticket key: old
+    // tickets are refused and the client falls back to a full handshake.
+    let reloaded = {
+        let dir = pki.ca.parent().expect("the CA sits in the TLS dir");
+        let paths = TlsPaths::in_dir(dir);
+        server_config(&paths.server_cert, &paths.server_key).expect("server config")
+    };
+    let after = handshake_kind(reloaded, Arc::clone(&pki.client)).await;
+    assert_eq!(after, Some(Full));
+}
