@@ -122,9 +122,15 @@ impl Endpoint {
             let ca = ca.ok_or_else(|| {
                 anyhow!("an https:// URL needs the CA: give --ca (or --data DIR)")
             })?;
+            // Devices do not resume TLS sessions: each simulated device is a separate
+            // client that has not connected before, and sharing one session cache would let
+            // device B resume with a ticket the server gave device A (a quarter to three
+            // quarters of the handshakes did, depending on the server's ticket store).
+            let mut devices = (*client_config_trusting(ca, &[ALPN_HTTP11])?).clone();
+            devices.resumption = rustls::client::Resumption::disabled();
             Some((
                 TlsConnector::from(client_config_trusting(ca, alpn)?),
-                TlsConnector::from(client_config_trusting(ca, &[ALPN_HTTP11])?),
+                TlsConnector::from(Arc::new(devices)),
             ))
         };
         let server_name =
