@@ -3,7 +3,7 @@
 # devices with PENDING (10) messages each reconnect at once; time until every message has
 # reached its device. RUNS (5) runs, each on a freshly started server (fresh data dir).
 #
-# Knobs (environment): RUNS DEVICES PENDING CONCURRENCY SKIP_BUILD=1 KEEP=1 SERVER_CPUS
+# Knobs (environment): RUNS DEVICES PENDING CONCURRENCY WARM=1 SKIP_BUILD=1 KEEP=1 SERVER_CPUS
 # BENCH_CPUS DURABILITY OUT=dir. Every run is bounded in time (timeout).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,12 +33,17 @@ echo "bench: results in $OUT" >&2
 } >"$OUT/machine.txt"
 cat "$OUT/machine.txt" >&2
 
+# WARM=1: every device connects once before its backlog is stored, so the storm resumes
+# TLS sessions (devices dropped by a network failure); default: devices never connected.
+WARM_ARGS=()
+[[ ${WARM:-0} == 1 ]] && WARM_ARGS=(--warm)
+
 for i in $(seq 1 "$RUNS"); do
     start_server
     echo "bench: storm $DEVICES devices × $PENDING pending, run $i/$RUNS" >&2
     cut -d' ' -f1 /proc/loadavg >"$OUT/storm-$i.load"
     bench 900 --json -q storm --devices "$DEVICES" --pending "$PENDING" \
-        --concurrency "$CONCURRENCY" >"$OUT/storm-$i.json" ||
+        --concurrency "$CONCURRENCY" "${WARM_ARGS[@]}" >"$OUT/storm-$i.json" ||
         echo "bench: run $i failed or timed out (exit $?)" >&2
     stop_server
 done
@@ -71,6 +76,8 @@ summary = {
     "missing_max": max(r["missing"] for r in runs),
     "duplicates_max": max(r["duplicates"] for r in runs),
     "server_cpu_cores": med(lambda r: r.get("server_cpu_cores")),
+    "server_cpu_s": med(lambda r: r.get("server_cpu_s")),
+    "tls_resumed": med(lambda r: r.get("tls_resumed")),
 }
 print(f"\nstorm: {r0['devices']} devices × {r0['pending_per_device']} pending reconnect at once: "
       f"medians of {len(runs)} runs")
@@ -80,6 +87,8 @@ print(f"  all delivered in {summary['storm_s']:.3f} s (each run: {each}; "
 print(f"  last connect at {summary['connect_s']:.3f} s; per device complete p50 "
       f"{summary['complete_p50_ms']:.0f} ms, p99 {summary['complete_p99_ms']:.0f} ms")
 print(f"  {summary['deliveries_per_s']:,.0f} deliveries/s; missing max {summary['missing_max']}, "
-      f"duplicates max {summary['duplicates_max']}; server {summary['server_cpu_cores']} cores")
+      f"duplicates max {summary['duplicates_max']}; server {summary['server_cpu_cores']} cores, "
+      f"{summary['server_cpu_s']} CPU-s")
+print(f"  TLS sessions resumed by the storm's devices: {summary['tls_resumed']} (median)")
 (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 EOF

@@ -16,6 +16,17 @@ pub enum Io {
     Plain(TcpStream),
 }
 
+impl Io {
+    /// Whether the TLS handshake resumed an earlier session (false over plain TCP).
+    #[must_use]
+    pub fn resumed(&self) -> bool {
+        match self {
+            Self::Tls(s) => s.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
+            Self::Plain(_) => false,
+        }
+    }
+}
+
 impl AsyncRead for Io {
     fn poll_read(
         self: Pin<&mut Self>,

@@ -263,10 +263,24 @@ impl Endpoint {
     /// # Errors
     /// Connection or TLS handshake failures.
     pub async fn device_io(&self, local: Option<IpAddr>) -> anyhow::Result<Io> {
+        self.device_io_via(local, None).await
+    }
+
+    /// [`Self::device_io`] through `via` (a device's own TLS client, from
+    /// [`Self::device_tls`]) instead of the shared one that never resumes.
+    ///
+    /// # Errors
+    /// As [`Self::device_io`].
+    pub async fn device_io_via(
+        &self,
+        local: Option<IpAddr>,
+        via: Option<&TlsConnector>,
+    ) -> anyhow::Result<Io> {
         let tcp = self.tcp(local).await.context("WebSocket connect")?;
         Ok(match &self.tls {
-            Some((_, ws_tls)) => {
-                let tls = ws_tls
+            Some((_, shared)) => {
+                let tls = via
+                    .unwrap_or(shared)
                     .connect(self.server_name.clone(), tcp)
                     .await
                     .context("WebSocket TLS handshake")?;
@@ -287,7 +301,33 @@ impl Endpoint {
         local: Option<IpAddr>,
         read_buffer: usize,
     ) -> anyhow::Result<DeviceWs> {
-        let stream = self.device_io(local).await?;
+        self.device_ws_via(token, local, read_buffer, None).await
+    }
+
+    /// A TLS client for one simulated device, with a session cache of its own: the ticket
+    /// of its last connection lets it resume its next one, as a real device's TLS stack
+    /// does. `None` over plain WebSocket.
+    #[must_use]
+    pub fn device_tls(&self) -> Option<TlsConnector> {
+        self.tls.as_ref().map(|(_, shared)| {
+            let mut config = (**shared.config()).clone();
+            config.resumption = rustls::client::Resumption::in_memory_sessions(1);
+            TlsConnector::from(Arc::new(config))
+        })
+    }
+
+    /// [`Self::device_ws`] through `via` (see [`Self::device_io_via`]).
+    ///
+    /// # Errors
+    /// As [`Self::device_ws`].
+    pub async fn device_ws_via(
+        &self,
+        token: &str,
+        local: Option<IpAddr>,
+        read_buffer: usize,
+        via: Option<&TlsConnector>,
+    ) -> anyhow::Result<DeviceWs> {
+        let stream = self.device_io_via(local, via).await?;
         let scheme = if self.tls.is_some() { "wss" } else { "ws" };
         let url = format!("{scheme}://{}/v1/connect", self.authority.to_str()?);
         let mut request = url.into_client_request()?;
@@ -328,8 +368,10 @@ pub async fn connect_device(
     sem: Arc<Semaphore>,
     limit: Duration,
     read_buffer: usize,
+    via: Option<&TlsConnector>,
 ) -> Result<DeviceWs, String> {
-    limited(sem, limit, endpoint.device_ws(token, local, read_buffer)).await
+    let attempt = endpoint.device_ws_via(token, local, read_buffer, via);
+    limited(sem, limit, attempt).await
 }
 
 /// Runs a connection attempt while holding one of `sem`'s permits (so at most that many

@@ -10,6 +10,9 @@
 //!   reads its backlog and acks it in batches as an SDK would, and stops once it has all `P`.
 //! - Storm time = first connect attempt → last device holding all its messages. Also per
 //!   device: connect time and time to complete, as percentiles.
+//! - Devices do not resume TLS sessions (a fleet that never connected). With `--warm` every
+//!   device connects once before its backlog is stored, keeping its own session ticket, and
+//!   the storm resumes with it (a fleet dropped by a network failure or a load balancer).
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -24,6 +27,7 @@ use hdrhistogram::Histogram;
 use hyper::StatusCode;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::ack::AckFrame;
@@ -64,6 +68,8 @@ pub struct Options {
     /// Register and load the mailboxes, then stop without connecting (to measure a restart
     /// with that backlog, say).
     pub load_only: bool,
+    /// Connect every device once first, so that the storm resumes TLS sessions.
+    pub warm: bool,
     pub server_pid: Option<u32>,
     pub progress: bool,
 }
@@ -77,6 +83,10 @@ pub struct Report {
     pub pending_per_device: usize,
     pub source_addresses: usize,
     pub register_s: f64,
+    /// `--warm`: time to connect (and close) every device once before the backlog.
+    pub warm_s: Option<f64>,
+    /// Storm connections whose TLS handshake resumed a session.
+    pub tls_resumed: usize,
     /// Time to push the backlog (`pushes` requests of up to 1,000 devices each).
     pub load_s: f64,
     pub pushes: usize,
@@ -115,6 +125,8 @@ struct Shared {
     failed: AtomicUsize,
     complete: AtomicUsize,
     delivered: AtomicU64,
+    /// Storm handshakes that resumed a TLS session.
+    resumed: AtomicUsize,
 }
 
 /// Runs the scenario.
@@ -132,6 +144,27 @@ pub async fn run(endpoint: Arc<Endpoint>, opts: Options) -> anyhow::Result<Repor
     let t = Instant::now();
     let (devices, conns) = register_devices(&endpoint, conns, opts.devices, show).await?;
     let register_s = round3(t.elapsed().as_secs_f64());
+    let clients: Vec<_> = devices
+        .iter()
+        .map(|_| {
+            if opts.warm {
+                endpoint.device_tls()
+            } else {
+                None
+            }
+        })
+        .collect();
+    let warm_s = if opts.warm && !opts.load_only {
+        progress(
+            show,
+            &format!("warm: connecting each of {} devices once", opts.devices),
+        );
+        let t = Instant::now();
+        warm(&endpoint, &devices, &clients, &sources, opts.concurrency).await?;
+        Some(round3(t.elapsed().as_secs_f64()))
+    } else {
+        None
+    };
 
     let run_id = rand::random::<u32>();
     let t = Instant::now();
@@ -148,6 +181,7 @@ pub async fn run(endpoint: Arc<Endpoint>, opts: Options) -> anyhow::Result<Repor
         failed: AtomicUsize::new(0),
         complete: AtomicUsize::new(0),
         delivered: AtomicU64::new(0),
+        resumed: AtomicUsize::new(0),
     });
     progress(
         show,
@@ -163,11 +197,13 @@ pub async fn run(endpoint: Arc<Endpoint>, opts: Options) -> anyhow::Result<Repor
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     let storming = if opts.load_only { 0 } else { devices.len() };
-    for (i, device) in devices.into_iter().take(storming).enumerate() {
+    let pairs = devices.into_iter().zip(clients).take(storming);
+    for (i, (device, tls)) in pairs.enumerate() {
         let local = (!sources.is_empty()).then(|| sources[i % sources.len()]);
         tasks.spawn(device_task(DeviceTask {
             endpoint: Arc::clone(&endpoint),
             token: device.token,
+            tls,
             local,
             sem: Arc::clone(&sem),
             shared: Arc::clone(&shared),
@@ -190,6 +226,8 @@ pub async fn run(endpoint: Arc<Endpoint>, opts: Options) -> anyhow::Result<Repor
         pending_per_device: opts.pending,
         source_addresses: sources.len(),
         register_s,
+        warm_s,
+        tls_resumed: shared.resumed.load(Ordering::Relaxed),
         load_s,
         pushes,
         connected: shared.connected.load(Ordering::Relaxed),
@@ -306,6 +344,8 @@ async fn load(
 struct DeviceTask {
     endpoint: Arc<Endpoint>,
     token: String,
+    /// The device's own TLS client (`--warm`), else the shared one.
+    tls: Option<TlsConnector>,
     local: Option<IpAddr>,
     sem: Arc<Semaphore>,
     shared: Arc<Shared>,
@@ -338,6 +378,50 @@ struct Stamp {
     r: Option<u32>,
 }
 
+/// Connects every device once through its own TLS client (at most `concurrency`
+/// handshakes at once) and closes, so each holds a session ticket for the storm.
+///
+/// # Errors
+/// The first device that could not connect.
+async fn warm(
+    endpoint: &Arc<Endpoint>,
+    devices: &[Device],
+    clients: &[Option<TlsConnector>],
+    sources: &[IpAddr],
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    let sem = Arc::new(Semaphore::new(concurrency));
+    let mut set = tokio::task::JoinSet::new();
+    for (i, (device, tls)) in devices.iter().zip(clients).enumerate() {
+        let local = (!sources.is_empty()).then(|| sources[i % sources.len()]);
+        let (ep, sem, token, tls) = (
+            Arc::clone(endpoint),
+            Arc::clone(&sem),
+            device.token.clone(),
+            tls.clone(),
+        );
+        set.spawn(async move {
+            let ws = connect_device(
+                &ep,
+                &token,
+                local,
+                sem,
+                CONNECT_TIMEOUT,
+                READ_BUFFER,
+                tls.as_ref(),
+            )
+            .await?;
+            close_ws(ws).await;
+            Ok::<(), String>(())
+        });
+    }
+    while let Some(done) = set.join_next().await {
+        done.context("warm-up task")?
+            .map_err(|e| anyhow::anyhow!("warm-up connect failed: {e}"))?;
+    }
+    Ok(())
+}
+
 async fn device_task(d: DeviceTask) -> DeviceResult {
     let mut out = DeviceResult::default();
     let attempt = connect_device(
@@ -347,6 +431,7 @@ async fn device_task(d: DeviceTask) -> DeviceResult {
         Arc::clone(&d.sem),
         CONNECT_TIMEOUT,
         READ_BUFFER,
+        d.tls.as_ref(),
     )
     .await;
     let ws = match attempt {
@@ -359,6 +444,9 @@ async fn device_task(d: DeviceTask) -> DeviceResult {
     };
     out.connected_after = Some(d.start.elapsed());
     d.shared.connected.fetch_add(1, Ordering::Relaxed);
+    if ws.get_ref().resumed() {
+        d.shared.resumed.fetch_add(1, Ordering::Relaxed);
+    }
     receive(ws, &d, &mut out).await;
     out
 }
@@ -556,6 +644,17 @@ impl Report {
             s,
             "  setup           registered in {:.1} s, {} pushes loaded the mailboxes in {:.1} s",
             self.register_s, self.pushes, self.load_s
+        );
+        if let Some(w) = self.warm_s {
+            let _ = writeln!(
+                s,
+                "  warm-up         every device connected once in {w:.1} s"
+            );
+        }
+        let _ = writeln!(
+            s,
+            "  tls             {} of {} storm handshakes resumed a session",
+            self.tls_resumed, self.connected
         );
         let _ = writeln!(
             s,

@@ -174,6 +174,11 @@ struct StormArgs {
     /// Register the devices and store their backlog, then stop (no storm).
     #[arg(long)]
     load_only: bool,
+    /// Connect every device once before storing its backlog, so that the storm's devices
+    /// resume their TLS sessions (a fleet dropped by a network failure). Without it they
+    /// have never connected and every handshake is a full one.
+    #[arg(long)]
+    warm: bool,
 }
 
 #[derive(Deserialize)]
@@ -292,6 +297,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 clients: st.clients,
                 idle: seconds("idle", st.idle)?,
                 load_only: st.load_only,
+                warm: st.warm,
                 server_pid: t.server_pid,
                 progress,
             };

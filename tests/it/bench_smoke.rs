@@ -119,6 +119,18 @@ async fn every_bench_scenario_runs_at_a_small_size_and_its_counts_add_up() {
     assert_eq!(s["expected"], 120 * 4, "{s}");
     assert_eq!(s["missing"], 0, "{s}");
     assert!(s["storm_s"].as_f64().expect("storm_s") > 0.0, "{s}");
+    // Devices that never connected do full handshakes, never another device's session.
+    assert_eq!(s["tls_resumed"], 0, "{s}");
+
+    // `--warm`: each device connected once before, and resumes with its own ticket.
+    let w = bench(
+        &server,
+        &["storm", "-d", "60", "-p", "3", "--clients", "4", "--warm"],
+    );
+    assert_eq!(w["complete"], 60, "{w}");
+    assert_eq!(w["missing"], 0, "{w}");
+    assert_eq!(w["tls_resumed"], 60, "{w}");
+    assert!(w["warm_s"].as_f64().expect("warm_s") > 0.0, "{w}");
 
     let status = server.terminate(Duration::from_secs(30)).await;
     assert!(status.success(), "{status:?}");
