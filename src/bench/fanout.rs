@@ -790,34 +790,44 @@ fn scan_message(text: &str) -> Option<(&str, Option<Stamp>)> {
     let rest = &rest.as_bytes()[end..];
     let stamp = DATA.find(rest).and_then(|at| {
         let data = &rest[at + 8..];
-        let data = &data[..memchr::memchr(b'}', data)?];
-        let mut stamp = Stamp {
-            t: None,
-            i: None,
-            r: None,
-        };
-        // `"k":digits` pairs; anything else leaves its field unset.
-        for pair in data.split(|&b| b == b',') {
-            let (key, value) = match pair {
-                [b'"', k, b'"', b':', value @ ..] => (*k, value),
-                _ => continue,
-            };
-            if value.is_empty() || !value.iter().all(u8::is_ascii_digit) || value.len() > 19 {
-                continue;
-            }
-            let n = value
-                .iter()
-                .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
-            match key {
-                b't' => stamp.t = Some(n),
-                b'i' => stamp.i = u32::try_from(n).ok(),
-                b'r' => stamp.r = u32::try_from(n).ok(),
-                _ => {}
-            }
-        }
-        Some(stamp)
+        Some(scan_stamp(&data[..memchr::memchr(b'}', data)?]))
     });
     Some((id, stamp))
+}
+
+/// The stamp in a `data` object's inside (`"k":digits` pairs, comma-separated), in one pass;
+/// a pair of any other shape leaves its field unset.
+fn scan_stamp(data: &[u8]) -> Stamp {
+    let mut stamp = Stamp {
+        t: None,
+        i: None,
+        r: None,
+    };
+    let mut at = 0;
+    while at < data.len() {
+        let pair = &data[at..];
+        // `"k":` then 1 to 19 digits, then the end or a comma.
+        let mut end = 4;
+        let mut n = 0u64;
+        if let [b'"', key, b'"', b':', ..] = *pair {
+            while let Some(&d) = pair.get(end).filter(|d| d.is_ascii_digit()) {
+                n = n.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
+                end += 1;
+            }
+            if (5..=23).contains(&end) && matches!(pair.get(end), None | Some(b',')) {
+                match key {
+                    b't' => stamp.t = Some(n),
+                    b'i' => stamp.i = u32::try_from(n).ok(),
+                    b'r' => stamp.r = u32::try_from(n).ok(),
+                    _ => {}
+                }
+                at += end + 1;
+                continue;
+            }
+        }
+        at += memchr::memchr(b',', pair).map_or(pair.len(), |c| c + 1);
+    }
+    stamp
 }
 
 impl Reader<'_> {
@@ -1116,6 +1126,8 @@ mod tests {
             r#"{"type":"message","id":"msg_a","seq":3,"data":{"i":2,"r":7,"t":99},"priority":"normal","sent_at":"x"}"#,
             r#"{"type":"message","id":"msg_b","seq":4,"data":{"t":1},"sent_at":"x"}"#,
             r#"{"type":"message","id":"msg_c","seq":5,"notification":{"title":"hi"},"sent_at":"x"}"#,
+            r#"{"type":"message","id":"msg_d","seq":6,"data":{"x":"a,b","i":4,"tt":5,"t":123},"sent_at":"x"}"#,
+            r#"{"type":"message","id":"msg_e","seq":7,"data":{"i":4294967295,"r":8,"t":1234567890123456789},"sent_at":"x"}"#,
         ];
         for text in frames {
             let (id, stamp) = scan_message(text).expect("a message frame");
