@@ -9,6 +9,7 @@ mod backup;
 mod calls;
 mod error;
 mod journal;
+mod journal_binary;
 mod journal_ops;
 mod message_codec;
 mod msg_cache;

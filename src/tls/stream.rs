@@ -145,11 +145,13 @@ impl TlsStream {
     }
 
     /// The protocol agreed by ALPN, if any.
+    #[must_use]
     pub fn alpn_protocol(&self) -> Option<&[u8]> {
         self.conn.alpn_protocol()
     }
 
     /// Bytes held in buffers right now (0 for an idle connection).
+    #[must_use]
     pub fn buffered_capacity(&self) -> usize {
         self.bufs.as_ref().map_or(0, |b| {
             std::mem::size_of::<Bufs>() + b.rx.capacity() + b.plain.capacity() + b.tx.capacity()
