@@ -22,6 +22,7 @@ mod ops_messages;
 mod ops_sweep;
 mod reads;
 mod reads_console;
+mod record_cache;
 pub mod records;
 pub mod tables;
 mod writer;
@@ -112,6 +113,8 @@ struct Inner {
     /// The writer's clock (ms): the latest time it saw; see [`Store::now_ms`].
     clock: Arc<AtomicU64>,
     writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// App and credential records for the request path; see [`record_cache`].
+    records: record_cache::RecordCache,
 }
 
 impl Store {
@@ -161,6 +164,7 @@ impl Store {
                 stats,
                 clock,
                 writer: std::sync::Mutex::new(Some(handle)),
+                records: record_cache::RecordCache::default(),
             }),
         })
     }

@@ -6,9 +6,7 @@ use bytes::Bytes;
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{
-    encode_message_frame, format_rfc3339_ms, FrameParts, Notification, Priority, Target,
-};
+use crate::domain::{encode_message_frame, FrameParts, Notification, Priority, Target};
 
 use super::open_tables::Tables;
 use super::ops_delivery::{load_message, release_entry, save_message, Outcome};
@@ -231,7 +229,7 @@ pub(crate) fn send_now(
     };
     let seq = state.next_seq;
     state.next_seq += 1;
-    let sent_at = format_rfc3339_ms(now);
+    let sent_at = state.sent_at(now);
     let frame = encode_message_frame(
         &op.id,
         seq,

@@ -37,10 +37,19 @@ impl Store {
     /// # Errors
     /// Storage errors or a corrupt record.
     pub fn app(&self, app: &str) -> Result<Option<AppRecord>, StoreError> {
+        let cache = &self.inner.records.apps;
+        let generation = self.record_generation();
+        if let Some(hit) = cache.get(app, generation) {
+            return Ok(Some(hit));
+        }
         let txn = self.db().begin_read()?;
         let table = txn.open_table(APPS)?;
         let value = table.get(app)?;
-        value.map(|v| from_json("apps", v.value())).transpose()
+        let record: Option<AppRecord> = value.map(|v| from_json("apps", v.value())).transpose()?;
+        if let Some(r) = &record {
+            cache.put(app, generation, r);
+        }
+        Ok(record)
     }
 
     /// Apps in name order after `after`, at most `limit`.
@@ -67,12 +76,30 @@ impl Store {
     /// # Errors
     /// Storage errors or a corrupt record.
     pub fn credential(&self, id: &str) -> Result<Option<CredentialRecord>, StoreError> {
+        let cache = &self.inner.records.credentials;
+        let generation = self.record_generation();
+        if let Some(hit) = cache.get(id, generation) {
+            return Ok(Some(hit));
+        }
         let txn = self.db().begin_read()?;
         let table = txn.open_table(CREDENTIALS)?;
         let value = table.get(id)?;
-        value
+        let record: Option<CredentialRecord> = value
             .map(|v| from_json("credentials", v.value()))
-            .transpose()
+            .transpose()?;
+        if let Some(r) = &record {
+            cache.put(id, generation, r);
+        }
+        Ok(record)
+    }
+
+    /// The generation the record caches are valid for: taken before a read transaction
+    /// begins, so what that transaction reads is never newer-tagged than it is.
+    fn record_generation(&self) -> u64 {
+        self.inner
+            .stats
+            .record_commits
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Every credential of an app (API keys and client keys).

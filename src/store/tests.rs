@@ -471,3 +471,60 @@ async fn register_web_device(store: &Store, id: &str) {
         .await
         .expect("device");
 }
+
+/// The app and credential reads are cached; every change is seen by the next read.
+#[tokio::test]
+async fn cached_records_follow_every_change() {
+    use super::records::{CredentialKind, CredentialRecord, Scope};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, _rec) = open(dir.path());
+    app_with_devices(&store, &[]).await;
+    let key = CredentialRecord {
+        id: "key_1".into(),
+        kind: CredentialKind::ApiKey,
+        app: Some("a".into()),
+        name: "k".into(),
+        scopes: vec![Scope::Push],
+        secret_sha256: "00".into(),
+        created_at_ms: 0,
+    };
+    store
+        .create_credential(NewCredential(key.clone()))
+        .await
+        .expect("key");
+    // Read twice: the second read is served from the cache.
+    for _ in 0..2 {
+        assert_eq!(store.credential("key_1").expect("read"), Some(key.clone()));
+        assert!(!store.app("a").expect("read").expect("app").suspended);
+    }
+    store
+        .update_app("a", Box::new(|a| a.suspended = true))
+        .await
+        .expect("suspend");
+    assert!(
+        store.app("a").expect("read").expect("app").suspended,
+        "a suspended app must be seen as suspended by the next read"
+    );
+    store.revoke_credential("a", "key_1").await.expect("revoke");
+    assert_eq!(
+        store.credential("key_1").expect("read"),
+        None,
+        "a revoked key must be gone for the next read"
+    );
+    store.delete_app("a").await.expect("delete");
+    assert_eq!(store.app("a").expect("read"), None);
+    // Pushes and acks do not invalidate: the generation stays put across them.
+    app_with_devices(&store, &["dev_1"]).await;
+    let generation = store
+        .writer_stats()
+        .record_commits
+        .load(std::sync::atomic::Ordering::Acquire);
+    store.push(push_to("dev_1", 1, far())).await.expect("push");
+    assert_eq!(
+        store
+            .writer_stats()
+            .record_commits
+            .load(std::sync::atomic::Ordering::Acquire),
+        generation
+    );
+}

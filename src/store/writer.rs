@@ -153,6 +153,34 @@ pub(crate) enum Op {
 }
 
 impl Op {
+    /// Whether applying the request may change an app or credential record (and so must
+    /// invalidate the store's record caches). Exhaustive on purpose: a new request kind
+    /// has to decide.
+    fn may_change_records(&self) -> bool {
+        match self {
+            Op::Push(..)
+            | Op::Ack { .. }
+            | Op::Delivered { .. }
+            | Op::Opened { .. }
+            | Op::Cancel { .. }
+            | Op::ClearGap { .. }
+            | Op::Sweep { .. }
+            | Op::RegisterDevice(..)
+            | Op::PatchDevice { .. }
+            | Op::DeleteDevice { .. }
+            | Op::TouchDevice { .. }
+            | Op::Audit(..)
+            | Op::Shutdown => false,
+            Op::FirstStart(..)
+            | Op::CreateApp(..)
+            | Op::UpdateApp { .. }
+            | Op::DeleteApp(..)
+            | Op::CreateCredential(..)
+            | Op::RevokeCredential { .. }
+            | Op::Console(..) => true,
+        }
+    }
+
     /// Whether the request may be answered before its journal record is on disk: a
     /// device's acks and the marks that only feed statistics and reminders. A crash of
     /// the machine (not just the process, whose writes the page cache keeps) can lose the
@@ -185,6 +213,10 @@ pub struct WriterStats {
     /// (the rest reach the disk with the next synced record or checkpoint; see [`Op::lazy`]).
     pub journal_records: std::sync::atomic::AtomicU64,
     pub journal_syncs: std::sync::atomic::AtomicU64,
+    /// Commits (or failed attempts) that may have changed an app or credential record,
+    /// counted before their requests are answered: the generation of the store's record
+    /// caches (`record_cache.rs`).
+    pub record_commits: std::sync::atomic::AtomicU64,
 }
 
 /// State the writer carries between transactions.
@@ -207,6 +239,9 @@ pub(crate) struct WriterState {
     pub messages: MessageCache,
     /// The journal record of the current batch, reused.
     journal_buf: Vec<u8>,
+    /// The last `sent_at` stamp formatted, by its time in ms: every push of a batch shares
+    /// the writer's clock, so a batch formats it once.
+    sent_at: (u64, Arc<str>),
 }
 
 impl WriterState {
@@ -219,6 +254,14 @@ impl WriterState {
             None => self.stats.entry(app.to_owned()).or_default(),
         };
         f(rows.entry(minute).or_default());
+    }
+
+    /// `now` as the RFC 3339 stamp in message frames (`sent_at`).
+    pub fn sent_at(&mut self, now: u64) -> Arc<str> {
+        if self.sent_at.0 != now || self.sent_at.1.is_empty() {
+            self.sent_at = (now, crate::domain::format_rfc3339_ms(now).into());
+        }
+        Arc::clone(&self.sent_at.1)
     }
 
     fn tick(&mut self) {
@@ -264,6 +307,7 @@ pub(crate) fn spawn(
         live_only: HashMap::new(),
         messages: MessageCache::default(),
         journal_buf: Vec::new(),
+        sent_at: (0, Arc::from("")),
     };
     let journal = recover(&db, &mut state, start, journal_path, &*listener, &clock)?;
     let journal = (config.journal && config.durability == Durability::Immediate).then_some(journal);
@@ -599,6 +643,7 @@ fn commit_batch(
         && journal_ops::encode(state.clock, state.next_seq, &ops, &mut state.journal_buf);
     // Whether the batch's record must be on disk before its requests are answered.
     let sync = !ops.iter().all(Op::lazy);
+    let changes_records = ops.iter().any(Op::may_change_records);
     // A batch the journal cannot carry commits durably in redb, which covers every record.
     let durability = if journal.is_some() && !journaled {
         redb::Durability::Immediate
@@ -667,6 +712,11 @@ fn commit_batch(
             false
         }
     };
+    if changes_records {
+        // Before any request of this batch is answered (a revoke is refused from the next
+        // request on), and also after a failed commit, which costs only cache misses.
+        stats.record_commits.fetch_add(1, Ordering::Release);
+    }
     if committed && !journaled {
         if let Some(j) = journal {
             if let Err(e) = j.clear() {
