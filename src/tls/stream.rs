@@ -340,33 +340,41 @@ impl TlsStream {
     /// Reads more ciphertext from the socket into `rx`. Ready once some bytes arrived or the
     /// peer closed TCP (`read_eof`).
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        loop {
-            ready!(self.tcp.poll_read_ready(cx))?;
-            let b = self.bufs.get_or_insert_with(Box::default);
-            if b.rx.is_empty() {
-                b.rx = take_rx();
-            } else if b.rx_used == b.rx.len() {
-                // A handshake message spanning records: grow, within bounds.
-                if b.rx.len() >= RX_MAX {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "TLS handshake message too large",
-                    )));
-                }
-                let grown = (b.rx.len() * 2).min(RX_MAX);
-                b.rx.resize(grown, 0);
+        // Readiness first, so an idle connection takes no buffer from the pool.
+        ready!(self.tcp.poll_read_ready(cx))?;
+        let b = self.bufs.get_or_insert_with(Box::default);
+        if b.rx.is_empty() {
+            b.rx = take_rx();
+        } else if b.rx_used == b.rx.len() {
+            // A handshake message spanning records: grow, within bounds.
+            if b.rx.len() >= RX_MAX {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "TLS handshake message too large",
+                )));
             }
-            match self.tcp.try_read(&mut b.rx[b.rx_used..]) {
-                Ok(0) => {
+            let grown = (b.rx.len() * 2).min(RX_MAX);
+            b.rx.resize(grown, 0);
+        }
+        // Through `AsyncRead`, not `try_read`: a read that leaves the buffer partly empty
+        // then clears the socket's readiness, so the next call waits for epoll instead of
+        // spending a `recvfrom` to learn the socket is empty (one per request or frame on a
+        // busy connection).
+        let mut rb = ReadBuf::new(&mut b.rx[b.rx_used..]);
+        match Pin::new(&mut self.tcp).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) => {
+                let n = rb.filled().len();
+                if n == 0 {
                     self.read_eof = true;
-                    return Poll::Ready(Ok(()));
-                }
-                Ok(n) => {
+                } else {
                     b.rx_used += n;
-                    return Poll::Ready(Ok(()));
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.release_idle(),
-                Err(e) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                self.release_idle();
+                Poll::Pending
             }
         }
     }
