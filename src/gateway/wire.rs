@@ -139,8 +139,19 @@ pub fn payload_length(buf: &[u8]) -> Option<(u64, usize)> {
     }
 }
 
+/// XORs the client's mask over the payload, eight bytes at a time (every ack a device
+/// sends passes through here; the byte loop was 2 % of a fan-out's runtime samples).
 fn unmask(payload: &mut [u8], mask: [u8; 4]) {
-    for (i, b) in payload.iter_mut().enumerate() {
+    let m = u64::from(u32::from_ne_bytes(mask));
+    let wide = (m << 32) | m;
+    let mut chunks = payload.chunks_exact_mut(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        chunk.copy_from_slice(&(u64::from_ne_bytes(word) ^ wide).to_ne_bytes());
+    }
+    // The remainder starts at a multiple of 8, so the mask's phase starts at 0 again.
+    for (i, b) in chunks.into_remainder().iter_mut().enumerate() {
         *b ^= mask[i & 3];
     }
 }

@@ -187,3 +187,15 @@ fn the_accept_key_matches_the_rfc_example() {
         "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
     );
 }
+
+#[test]
+fn text_of_every_length_round_the_mask_word_comes_out_unmasked() {
+    // The unmasking works eight bytes at a time with a byte-wise tail: every length from
+    // empty to a few words, so each tail length and mask phase is crossed.
+    for n in 0..=70usize {
+        let text: String = (b'a'..=b'z').cycle().take(n).map(char::from).collect();
+        let mut reader = FrameReader::default();
+        let got = feed_all(&mut reader, &client_frame(0x81, text.as_bytes())).expect("frame");
+        assert_eq!(got, vec![Got::Text(text)], "length {n}");
+    }
+}
