@@ -3,6 +3,7 @@
 use bytes::Bytes;
 use redb::ReadableDatabase;
 
+use super::record_cache::CachedTable;
 use super::records::{
     AppRecord, AuditRecord, CredentialRecord, DeviceRecord, MessageRecord, UserRecord,
 };
@@ -37,19 +38,7 @@ impl Store {
     /// # Errors
     /// Storage errors or a corrupt record.
     pub fn app(&self, app: &str) -> Result<Option<AppRecord>, StoreError> {
-        let cache = &self.inner.records.apps;
-        let generation = self.record_generation();
-        if let Some(hit) = cache.get(app, generation) {
-            return Ok(Some(hit));
-        }
-        let txn = self.db().begin_read()?;
-        let table = txn.open_table(APPS)?;
-        let value = table.get(app)?;
-        let record: Option<AppRecord> = value.map(|v| from_json("apps", v.value())).transpose()?;
-        if let Some(r) = &record {
-            cache.put(app, generation, r);
-        }
-        Ok(record)
+        self.read_cached(&self.inner.records.apps, APPS, "apps", app)
     }
 
     /// Apps in name order after `after`, at most `limit`.
@@ -76,30 +65,39 @@ impl Store {
     /// # Errors
     /// Storage errors or a corrupt record.
     pub fn credential(&self, id: &str) -> Result<Option<CredentialRecord>, StoreError> {
-        let cache = &self.inner.records.credentials;
-        let generation = self.record_generation();
-        if let Some(hit) = cache.get(id, generation) {
+        self.read_cached(
+            &self.inner.records.credentials,
+            CREDENTIALS,
+            "credentials",
+            id,
+        )
+    }
+
+    /// A JSON record by key through its cache (see `record_cache.rs`). The generation is
+    /// taken before the read transaction begins, so what that transaction reads is never
+    /// tagged newer than it is.
+    fn read_cached<T: Clone + serde::de::DeserializeOwned>(
+        &self,
+        cache: &CachedTable<T>,
+        table: redb::TableDefinition<&str, &[u8]>,
+        name: &'static str,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let generation = self
+            .inner
+            .stats
+            .record_commits
+            .load(std::sync::atomic::Ordering::Acquire);
+        if let Some(hit) = cache.get(key, generation) {
             return Ok(Some(hit));
         }
         let txn = self.db().begin_read()?;
-        let table = txn.open_table(CREDENTIALS)?;
-        let value = table.get(id)?;
-        let record: Option<CredentialRecord> = value
-            .map(|v| from_json("credentials", v.value()))
-            .transpose()?;
+        let value = txn.open_table(table)?.get(key)?;
+        let record: Option<T> = value.map(|v| from_json(name, v.value())).transpose()?;
         if let Some(r) = &record {
-            cache.put(id, generation, r);
+            cache.put(key, generation, r);
         }
         Ok(record)
-    }
-
-    /// The generation the record caches are valid for: taken before a read transaction
-    /// begins, so what that transaction reads is never newer-tagged than it is.
-    fn record_generation(&self) -> u64 {
-        self.inner
-            .stats
-            .record_commits
-            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Every credential of an app (API keys and client keys).
