@@ -66,13 +66,7 @@ pub const FILES: &[(&str, &str, &[u8])] = &[
 const INDEX_TEMPLATE: &str = include_str!("../../assets/console/index.html");
 
 fn hex12(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)[..12]
-        .iter()
-        .fold(String::new(), |mut out, b| {
-            use std::fmt::Write as _;
-            let _ = write!(out, "{b:02x}");
-            out
-        })
+    crate::auth::hex(&Sha256::digest(bytes)[..12])
 }
 
 /// The build's console version: a hash over every file, so a changed file gets new URLs.

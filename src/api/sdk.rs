@@ -25,11 +25,7 @@ struct Asset {
 impl Asset {
     fn new(body: &'static str, content_type: &'static str) -> Self {
         let digest = Sha256::digest(body.as_bytes());
-        let hex = digest[..12].iter().fold(String::new(), |mut out, b| {
-            use std::fmt::Write as _;
-            let _ = write!(out, "{b:02x}");
-            out
-        });
+        let hex = crate::auth::hex(&digest[..12]);
         let etag = HeaderValue::from_str(&format!("\"{hex}\"")).expect("hex is a header value");
         Self {
             body,

@@ -3,6 +3,7 @@
 //! two expiries (idle and absolute). A restart logs every console user out. The user's role
 //! and apps are read from the store on every request, so a change applies at once.
 
+use crate::auth::hex;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -41,14 +42,6 @@ pub type SessionKey = [u8; 32];
 pub struct ConsoleSessions {
     sessions: Mutex<HashMap<SessionKey, Session>>,
     pub login_failures: Throttle<String>,
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::new(), |mut out, b| {
-        use std::fmt::Write as _;
-        let _ = write!(out, "{b:02x}");
-        out
-    })
 }
 
 /// The key a cookie value is stored under.

@@ -7,6 +7,6 @@ mod user_token;
 
 pub use password::{hash_password, verify_password};
 pub use tokens::{
-    mint_credential, mint_device_token, parse_token, sha256_hex, verify_secret, TokenKind,
+    hex, mint_credential, mint_device_token, parse_token, sha256_hex, verify_secret, TokenKind,
 };
 pub use user_token::{verify_user_token, UserClaims, UserTokenError};

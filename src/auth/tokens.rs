@@ -49,12 +49,16 @@ impl TokenKind {
 /// Hex SHA-256 of a secret.
 #[must_use]
 pub fn sha256_hex(secret: &str) -> String {
+    hex(&Sha256::digest(secret.as_bytes()))
+}
+
+/// Lower-case hex of `bytes`, by table: every API request hex-encodes its key's hash, and
+/// `write!` per byte cost as much as the hash.
+#[must_use]
+pub fn hex(bytes: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digest = Sha256::digest(secret.as_bytes());
-    // By table, not `write!`: this runs on every API request, and formatting each byte
-    // cost as much as the hash.
-    let mut out = String::with_capacity(64);
-    for b in digest {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
         out.push(char::from(HEX[usize::from(b >> 4)]));
         out.push(char::from(HEX[usize::from(b & 0x0f)]));
     }
