@@ -2,8 +2,12 @@
 # Warbler and its peers side by side on loopback, same workload shapes, medians and ratios:
 #   - idle connections: CONNS (10,000) connections held HOLD (10) s; the server's RSS per
 #     connection = (VmRSS after the hold − before connecting) ÷ connected;
-#   - 1 → N fan-out: FAN_DEVICES (1,000) subscribers on one topic, FAN_BROADCASTS (200)
-#     broadcasts flat out; deliveries/s and publish → receive p50/p99.
+#   - 1 → N fan-out: FAN_DEVICES (1,000) subscribers on one topic, FAN_BROADCASTS (1,000)
+#     broadcasts flat out; deliveries/s and publish → receive p50/p99. A run lasts ~1 s for
+#     Warbler and ~10 s for soketi: 200 broadcasts (the default until the nineteenth
+#     session) gave Warbler a 0.2 s window, most of it the start-up regime in which every
+#     broadcast leaves in a write of its own, so it measured ~30 % more CPU per delivery
+#     than the steady state (docs/benchmarks.md).
 # Warbler runs over TLS and, as `warbler_plain`, without it (tls.mode = "off"; WARBLER_PLAIN=0
 # skips that), every delivery acked and the ack stored durably (durability immediate);
 # soketi, mosquitto and nats-server run over plain TCP (benches/peers/: install.sh, lib.sh, the `peers-bench` load client).
@@ -32,7 +36,7 @@ RUNS=${RUNS:-5}
 CONNS=${CONNS:-10000}
 HOLD=${HOLD:-10}
 FAN_DEVICES=${FAN_DEVICES:-1000}
-FAN_BROADCASTS=${FAN_BROADCASTS:-200}
+FAN_BROADCASTS=${FAN_BROADCASTS:-1000}
 SENDERS=${SENDERS:-64}
 PEERS=${PEERS:-soketi mosquitto nats}
 MQTT_QOS=${MQTT_QOS:-1 0}
