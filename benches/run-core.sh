@@ -4,11 +4,14 @@
 #   - unicast at 5,000 pushes/s, same shape, RUNS_RATE (5) times;
 #   - unicast flat out through `POST /v1/messages/batch` (BATCH pushes per request, default
 #     20), same shape, RUNS_BATCH (5) times;
+#   - unicast flat out, one push per request, to devices that stay offline (`--offline`: every
+#     push is stored for later, none delivered), same clients, RUNS_OFFLINE (5) times on a
+#     server of its own, whose store grows by every run's pushes (millions, some GB of disk);
 #   - connections: 10,000 idle TLS WebSockets held 10 s, RUNS_CONN (3) times, each against
 #     a freshly started server so its RSS is clean.
-# The unicast runs share one server (started once, on a fresh data dir).
+# The online unicast runs share one server (started once, on a fresh data dir).
 #
-# Knobs (environment): RUNS_FLAT RUNS_RATE RUNS_BATCH BATCH RUNS_CONN DURATION DEVICES CLIENTS RATE CONNS
+# Knobs (environment): RUNS_FLAT RUNS_RATE RUNS_BATCH BATCH RUNS_OFFLINE RUNS_CONN DURATION DEVICES CLIENTS RATE CONNS
 # HOLD HTTP2=1 API_CONNS SKIP_BUILD=1 KEEP=1 SERVER_CPUS=0 BENCH_CPUS=1 OUT=dir.
 # Every run is bounded in time (timeout) and every loop in count.
 set -euo pipefail
@@ -18,6 +21,7 @@ source benches/lib.sh
 RUNS_FLAT=${RUNS_FLAT:-5}
 RUNS_RATE=${RUNS_RATE:-5}
 RUNS_BATCH=${RUNS_BATCH:-5}
+RUNS_OFFLINE=${RUNS_OFFLINE:-5}
 BATCH=${BATCH:-20}
 RUNS_CONN=${RUNS_CONN:-3}
 DURATION=${DURATION:-10}
@@ -71,6 +75,16 @@ for i in $(seq 1 "$RUNS_BATCH"); do
 done
 stop_server
 
+if ((RUNS_OFFLINE > 0)); then
+    start_server
+    for i in $(seq 1 "$RUNS_OFFLINE"); do
+        echo "bench: unicast flat out to offline devices, run $i/$RUNS_OFFLINE" >&2
+        bench "$unicast_limit" --json -q "${EXTRA[@]}" unicast "${UNI[@]}" --offline \
+            --devices "$DEVICES" --clients "$CLIENTS" --duration "$DURATION" >"$OUT/offline-$i.json"
+    done
+    stop_server
+fi
+
 conn_limit=$((HOLD + 900))
 for i in $(seq 1 "$RUNS_CONN"); do
     echo "bench: connections -n $CONNS, run $i/$RUNS_CONN (fresh server)" >&2
@@ -100,7 +114,8 @@ def fmt(v, unit="", nd=3):
 summary = {}
 print((out / "machine.txt").read_text().strip())
 for name, title in (("flat", "unicast, flat out"), ("rate", "unicast, fixed rate"),
-                    ("batch", "unicast, flat out, batch requests")):
+                    ("batch", "unicast, flat out, batch requests"),
+                    ("offline", "unicast, flat out, devices offline (every push stored, none delivered)")):
     runs = load(name)
     if not runs:
         continue
@@ -133,9 +148,10 @@ for name, title in (("flat", "unicast, flat out"), ("rate", "unicast, fixed rate
           f"   (each run: {', '.join(fmt(r['accepted_per_s'], nd=0) for r in runs)})")
     print(f"  API latency     p50 {fmt(row['api_p50_ms'], ' ms')}  p99 {fmt(row['api_p99_ms'], ' ms')}"
           f"  p999 {fmt(row['api_p999_ms'], ' ms')}")
-    print(f"  end to end      p50 {fmt(row['e2e_p50_ms'], ' ms')}  p99 {fmt(row['e2e_p99_ms'], ' ms')}"
-          f"  p999 {fmt(row['e2e_p999_ms'], ' ms')}"
-          f"   (p99 each run: {', '.join(fmt(r['e2e_latency']['p99_ms']) for r in runs)})")
+    if not r0.get("offline"):
+        print(f"  end to end      p50 {fmt(row['e2e_p50_ms'], ' ms')}  p99 {fmt(row['e2e_p99_ms'], ' ms')}"
+              f"  p999 {fmt(row['e2e_p999_ms'], ' ms')}"
+              f"   (p99 each run: {', '.join(fmt(r['e2e_latency']['p99_ms']) for r in runs)})")
     if row["schedule_lag_p99_ms"] is not None:
         short = [i + 1 for i, r in enumerate(runs) if (r.get("rate_held") or 1) < 0.95]
         print(f"  schedule lag    p99 {fmt(row['schedule_lag_p99_ms'], ' ms')}"

@@ -4,6 +4,9 @@
 //! the send instant rides in the message's `data.t`, so the frame correlates itself).
 //!
 //! Every device acknowledges every message (one `ack` frame for all frames already read).
+//! With `offline`, the devices are registered and never connect: every accepted push waits
+//! in its device's mailbox, so the run measures the store-and-forward intake alone (the API,
+//! the durable commit), with no delivery work on either side.
 //! In rate mode each client sends on its own schedule (`K / rate` apart, staggered); the
 //! delay between a send's due time and its start is reported as `schedule_lag`, so a client
 //! that cannot keep up is visible rather than silently lowering the rate.
@@ -46,6 +49,8 @@ pub struct Options {
     /// Pushes per request: 1 sends `POST /v1/messages`; more sends `POST /v1/messages/batch`
     /// with that many pushes, each to a random device.
     pub batch: usize,
+    /// Register the devices but never connect them: pushes are stored, not delivered.
+    pub offline: bool,
     /// Server process to read CPU time and memory of.
     pub server_pid: Option<u32>,
     /// Progress lines on stderr.
@@ -76,6 +81,8 @@ pub struct Report {
     /// Pushes per API request.
     pub batch: usize,
     pub mode: &'static str,
+    /// The devices never connected: every accepted push is stored for later, none delivered.
+    pub offline: bool,
     pub target_rate: Option<f64>,
     /// Measured window in seconds (warm-up excluded).
     pub duration_s: f64,
@@ -90,7 +97,8 @@ pub struct Report {
     pub accepted_total: u64,
     /// Message frames devices read over the whole run.
     pub delivered_total: u64,
-    /// Accepted but not seen by a device when the run ended (after a drain of up to 5 s).
+    /// Accepted but not seen by a device when the run ended (after a drain of up to 5 s);
+    /// 0 when offline.
     pub missing: u64,
     pub device_disconnects: u64,
     pub api_latency: Summary,
@@ -165,8 +173,12 @@ pub async fn run(endpoint: Arc<Endpoint>, opts: Options) -> anyhow::Result<Repor
     progress(show, &format!("registering {} devices", opts.devices));
     let (devices, conns) = register_devices(&endpoint, conns, opts.devices, show).await?;
 
-    progress(show, &format!("connecting {} devices", opts.devices));
-    let sockets = connect_devices(&endpoint, &devices).await?;
+    let sockets = if opts.offline {
+        Vec::new()
+    } else {
+        progress(show, &format!("connecting {} devices", opts.devices));
+        connect_devices(&endpoint, &devices).await?
+    };
 
     let epoch = Instant::now();
     let warm_end = epoch + opts.warmup;
@@ -227,7 +239,11 @@ pub async fn run(endpoint: Arc<Endpoint>, opts: Options) -> anyhow::Result<Repor
         )
     });
 
-    let (e2e, device_disconnects) = drain(&shared, receivers, &stop).await?;
+    let (e2e, device_disconnects) = if opts.offline {
+        (histogram(), 0)
+    } else {
+        drain(&shared, receivers, &stop).await?
+    };
     ticker.abort();
     let server_rss_kib = opts.server_pid.and_then(sys::vm_rss_kib);
 
@@ -252,6 +268,7 @@ pub async fn run(endpoint: Arc<Endpoint>, opts: Options) -> anyhow::Result<Repor
         } else {
             "flat-out"
         },
+        offline: opts.offline,
         target_rate: opts.rate,
         duration_s: round3(window.as_secs_f64()),
         accepted: totals.accepted,
@@ -261,7 +278,11 @@ pub async fn run(endpoint: Arc<Endpoint>, opts: Options) -> anyhow::Result<Repor
         first_error: totals.first_error,
         accepted_total,
         delivered_total,
-        missing: accepted_total.saturating_sub(delivered_total),
+        missing: if opts.offline {
+            0
+        } else {
+            accepted_total.saturating_sub(delivered_total)
+        },
         device_disconnects,
         api_latency: Summary::of(&totals.api),
         e2e_latency: Summary::of(&e2e),
@@ -684,13 +705,23 @@ impl Report {
         if let Some(e) = &self.first_error {
             let _ = writeln!(s, "  first error   {e}  (by kind: {:?})", self.error_kinds);
         }
-        let _ = writeln!(
-            s,
-            "  delivered     {} of {} accepted in the whole run (missing {}, device disconnects {})",
-            self.delivered_total, self.accepted_total, self.missing, self.device_disconnects
-        );
+        if self.offline {
+            let _ = writeln!(
+                s,
+                "  delivered     none: the devices stayed offline, so all {} accepted wait in their mailboxes",
+                self.accepted_total
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "  delivered     {} of {} accepted in the whole run (missing {}, device disconnects {})",
+                self.delivered_total, self.accepted_total, self.missing, self.device_disconnects
+            );
+        }
         let _ = writeln!(s, "  API latency   {}", self.api_latency.line());
-        let _ = writeln!(s, "  end to end    {}", self.e2e_latency.line());
+        if !self.offline {
+            let _ = writeln!(s, "  end to end    {}", self.e2e_latency.line());
+        }
         if let Some(lag) = &self.schedule_lag {
             let _ = writeln!(s, "  schedule lag  {}", lag.line());
         }

@@ -74,7 +74,7 @@ enum Scenario {
 
 #[derive(Debug, Args)]
 struct UnicastArgs {
-    /// Devices to register and connect.
+    /// Devices to register and connect (only register, with --offline).
     #[arg(long, short = 'd', default_value_t = 64)]
     devices: usize,
     /// Concurrent API clients, each with one request in flight.
@@ -97,6 +97,10 @@ struct UnicastArgs {
     /// many pushes, each to a random device (at most 500).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=500))]
     batch: u16,
+    /// Register the devices but never connect them: every push is stored for later
+    /// delivery, so this measures the durable intake alone (no end-to-end latency).
+    #[arg(long)]
+    offline: bool,
 }
 
 #[derive(Debug, Args)]
@@ -252,6 +256,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 warmup: seconds("warmup", u.warmup)?,
                 rate: u.rate,
                 batch: usize::from(u.batch),
+                offline: u.offline,
                 server_pid: t.server_pid,
                 progress,
             };

@@ -98,6 +98,29 @@ async fn every_bench_scenario_runs_at_a_small_size_and_its_counts_add_up() {
     assert_eq!(b["errors"], 0, "{b}");
     assert_eq!(b["missing"], 0, "{b}");
 
+    // `--offline`: the devices never connect, so every accepted push waits in a mailbox and
+    // none is delivered.
+    let o = bench(
+        &server,
+        &[
+            "unicast",
+            "-d",
+            "8",
+            "-k",
+            "2",
+            "--duration",
+            "1",
+            "--warmup",
+            "0.2",
+            "--offline",
+        ],
+    );
+    assert_eq!(o["offline"], true, "{o}");
+    assert!(o["accepted"].as_u64().expect("accepted") >= 20, "{o}");
+    assert_eq!(o["errors"], 0, "{o}");
+    assert_eq!(o["delivered_total"], 0, "{o}");
+    assert_eq!(o["e2e_latency"]["count"], 0, "{o}");
+
     let c = bench(&server, &["connections", "-n", "100", "--hold", "0.5"]);
     assert_eq!(c["connected"], 100, "{c}");
     assert!(c["server_rss_per_connection_kib"].as_f64().is_some(), "{c}");
