@@ -4,14 +4,16 @@
 #   - unicast at 5,000 pushes/s, same shape, RUNS_RATE (5) times;
 #   - unicast flat out through `POST /v1/messages/batch` (BATCH pushes per request, default
 #     20), same shape, RUNS_BATCH (5) times;
-#   - unicast flat out, one push per request, to devices that stay offline (`--offline`: every
-#     push is stored for later, none delivered), same clients, RUNS_OFFLINE (5) times on a
-#     server of its own, whose store grows by every run's pushes (millions, some GB of disk);
+#   - unicast flat out, one push per request, to OFFLINE_DEVICES (10,000) devices that stay
+#     offline (`--offline`: every push is stored for later, none delivered), same clients,
+#     RUNS_OFFLINE (5) times on a server of its own, whose store keeps every run's pushes
+#     (millions, some GB of disk). Enough devices that no mailbox reaches its cap (1,000)
+#     within a run: with 64, each would, and the run would measure the cap's eviction path.
 #   - connections: 10,000 idle TLS WebSockets held 10 s, RUNS_CONN (3) times, each against
 #     a freshly started server so its RSS is clean.
 # The online unicast runs share one server (started once, on a fresh data dir).
 #
-# Knobs (environment): RUNS_FLAT RUNS_RATE RUNS_BATCH BATCH RUNS_OFFLINE RUNS_CONN DURATION DEVICES CLIENTS RATE CONNS
+# Knobs (environment): RUNS_FLAT RUNS_RATE RUNS_BATCH BATCH RUNS_OFFLINE OFFLINE_DEVICES RUNS_CONN DURATION DEVICES CLIENTS RATE CONNS
 # HOLD HTTP2=1 API_CONNS SKIP_BUILD=1 KEEP=1 SERVER_CPUS=0 BENCH_CPUS=1 OUT=dir.
 # Every run is bounded in time (timeout) and every loop in count.
 set -euo pipefail
@@ -22,6 +24,7 @@ RUNS_FLAT=${RUNS_FLAT:-5}
 RUNS_RATE=${RUNS_RATE:-5}
 RUNS_BATCH=${RUNS_BATCH:-5}
 RUNS_OFFLINE=${RUNS_OFFLINE:-5}
+OFFLINE_DEVICES=${OFFLINE_DEVICES:-10000}
 BATCH=${BATCH:-20}
 RUNS_CONN=${RUNS_CONN:-3}
 DURATION=${DURATION:-10}
@@ -80,7 +83,8 @@ if ((RUNS_OFFLINE > 0)); then
     for i in $(seq 1 "$RUNS_OFFLINE"); do
         echo "bench: unicast flat out to offline devices, run $i/$RUNS_OFFLINE" >&2
         bench "$unicast_limit" --json -q "${EXTRA[@]}" unicast "${UNI[@]}" --offline \
-            --devices "$DEVICES" --clients "$CLIENTS" --duration "$DURATION" >"$OUT/offline-$i.json"
+            --devices "$OFFLINE_DEVICES" --clients "$CLIENTS" --duration "$DURATION" \
+            >"$OUT/offline-$i.json"
     done
     stop_server
 fi

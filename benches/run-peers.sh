@@ -5,9 +5,8 @@
 #   - 1 → N fan-out: FAN_DEVICES (1,000) subscribers on one topic, FAN_BROADCASTS (1,000)
 #     broadcasts flat out; deliveries/s and publish → receive p50/p99. A run lasts ~1 s for
 #     Warbler and ~10 s for soketi: 200 broadcasts (the default until the nineteenth
-#     session) gave Warbler a 0.2 s window, most of it the start-up regime in which every
-#     broadcast leaves in a write of its own, so it measured ~30 % more CPU per delivery
-#     than the steady state (docs/benchmarks.md).
+#     session) gave Warbler a 0.2 s window, mostly start-up, in which server and load
+#     generator spent ~30 % more CPU per delivery than over 1,000 (docs/benchmarks.md).
 # Warbler runs over TLS and, as `warbler_plain`, without it (tls.mode = "off"; WARBLER_PLAIN=0
 # skips that), every delivery acked and the ack stored durably (durability immediate);
 # soketi, mosquitto and nats-server run over plain TCP (benches/peers/: install.sh, lib.sh, the `peers-bench` load client).
