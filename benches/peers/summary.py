@@ -18,9 +18,9 @@ CONN = [
     ("nats", "plain TCP (NATS core)", "subscribed to its own subject"),
 ]
 FAN = [
-    ("warbler", "TLS WebSocket", "acked, ack stored durably; 64 API senders (HTTPS)"),
-    ("warbler_plain", "plain WebSocket (tls.mode = off)", "acked, ack stored durably; 64 API senders (HTTP)"),
-    ("soketi", "plain WebSocket (Pusher 7)", "not acked; 64 HTTP API senders (signed POSTs)"),
+    ("warbler", "TLS WebSocket", "acked, ack stored durably; {senders} API senders (HTTPS)"),
+    ("warbler_plain", "plain WebSocket (tls.mode = off)", "acked, ack stored durably; {senders} API senders (HTTP)"),
+    ("soketi", "plain WebSocket (Pusher 7)", "not acked; {senders} HTTP API senders (signed POSTs)"),
     ("mosquitto-qos1", "plain TCP (MQTT 3.1.1)", "QoS 1: PUBACK per delivery; one publisher"),
     ("mosquitto-qos0", "plain TCP (MQTT 3.1.1)", "QoS 0: not acked; one publisher"),
     ("nats", "plain TCP (NATS core)", "not acked; one publisher"),
@@ -121,6 +121,7 @@ for name, transport, what in FAN:
     if not rs:
         continue
     r0 = rs[0][1]
+    what = what.replace("{senders}", str(r0.get("senders", "?")))
     row = {
         "transport": transport,
         "runs": len(rs),
