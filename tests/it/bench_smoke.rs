@@ -42,6 +42,23 @@ fn bench_at(url: &str, data: &str, pid: u32, scenario: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).expect("--json prints one JSON object")
 }
 
+/// A one-second `unicast` run (8 devices, 2 clients) with `extra` options.
+fn short_unicast<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "unicast",
+        "-d",
+        "8",
+        "-k",
+        "2",
+        "--duration",
+        "1",
+        "--warmup",
+        "0.2",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
 #[tokio::test]
 async fn every_bench_scenario_runs_at_a_small_size_and_its_counts_add_up() {
     let data = tempfile::tempdir().expect("tempdir");
@@ -77,22 +94,7 @@ async fn every_bench_scenario_runs_at_a_small_size_and_its_counts_add_up() {
     assert!(server_us > 0.0 && writer_us <= server_us, "{u}");
 
     // The same through the batch endpoint: 20 pushes per request, every one delivered.
-    let b = bench(
-        &server,
-        &[
-            "unicast",
-            "-d",
-            "8",
-            "-k",
-            "2",
-            "--duration",
-            "1",
-            "--warmup",
-            "0.2",
-            "--batch",
-            "20",
-        ],
-    );
+    let b = bench(&server, &short_unicast(&["--batch", "20"]));
     assert_eq!(b["batch"], 20, "{b}");
     assert!(b["accepted"].as_u64().expect("accepted") >= 20, "{b}");
     assert_eq!(b["errors"], 0, "{b}");
@@ -100,21 +102,7 @@ async fn every_bench_scenario_runs_at_a_small_size_and_its_counts_add_up() {
 
     // `--offline`: the devices never connect, so every accepted push waits in a mailbox and
     // none is delivered.
-    let o = bench(
-        &server,
-        &[
-            "unicast",
-            "-d",
-            "8",
-            "-k",
-            "2",
-            "--duration",
-            "1",
-            "--warmup",
-            "0.2",
-            "--offline",
-        ],
-    );
+    let o = bench(&server, &short_unicast(&["--offline"]));
     assert_eq!(o["offline"], true, "{o}");
     assert!(o["accepted"].as_u64().expect("accepted") >= 20, "{o}");
     assert_eq!(o["errors"], 0, "{o}");
