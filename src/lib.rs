@@ -8,7 +8,9 @@
 //! - [`gateway`]: the connection server: the registry of live sessions and the session
 //!   state machine (hello → replay → live) with the WebSocket adapter.
 //! - [`api`]: the HTTP router, one file per resource, errors in the contract's shape.
-//! - [`server`]: the TLS accept loop serving the router over HTTP/1.1 and HTTP/2.
+//! - [`server`]: the TLS accept loop serving the router over HTTP/1.1 and HTTP/2;
+//!   [`lanes`] decides from a connection's first request whether it is served on the
+//!   sessions' runtime or on the API's own.
 //! - [`tls`], [`fsutil`]: certificate bootstrap and atomic file writes.
 //! - [`config`]: the configuration schema, defaults and validation.
 //! - [`app`]: the composition root: `App::build` then `App::run`.
@@ -29,6 +31,7 @@ pub mod config;
 pub mod domain;
 pub mod fsutil;
 pub mod gateway;
+pub mod lanes;
 pub mod metrics;
 pub mod net_guard;
 pub mod server;

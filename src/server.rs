@@ -1,7 +1,8 @@
 //! The accept loop: TCP → TLS (handshake timeout) → HTTP/1.1 or HTTP/2 (by ALPN/preface)
 //! serving the router, with connection and header bounds, and graceful shutdown. Without a
 //! TLS configuration (`tls.mode = "off"`, allowed only by an explicit flag) the same HTTP
-//! stack runs over plain TCP.
+//! stack runs over plain TCP. Once a connection's first request has arrived, an API
+//! connection moves to the API runtime and a device connection stays ([`crate::lanes`]).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -17,6 +18,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use tokio::runtime::Handle;
+
+use crate::lanes::{self, Lane, Movable};
 use crate::metrics::Metrics;
 use crate::net_guard::Guarded;
 use crate::tls::stream::TlsStream;
@@ -86,6 +90,10 @@ impl Drop for IpSlot {
 
 /// Serves until `shutdown` is cancelled, then stops accepting and lets open requests finish
 /// (WebSocket sessions close themselves on the same token).
+///
+/// `api`: the runtime API connections move to ([`crate::lanes`]); `None` serves every
+/// connection on this one.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     listener: TcpListener,
     tls: Option<tokio::sync::watch::Receiver<Arc<rustls::ServerConfig>>>,
@@ -94,6 +102,7 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    api: Option<Handle>,
 ) {
     let permits = Arc::new(Semaphore::new(limits.total));
     let per_ip = Arc::new(PerIp::default());
@@ -127,8 +136,12 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
         // The certificate in force now: a swapped one applies from the next connection.
         let acceptor = tls.as_ref().map(|t| t.borrow().clone());
-        let router = router.clone();
-        let shutdown = shutdown.clone();
+        let ctx = ConnCtx {
+            router: router.clone(),
+            shutdown: shutdown.clone(),
+            tracker: tracker.clone(),
+            api: api.clone(),
+        };
         let metrics = Arc::clone(&metrics);
         // The slots go with the stream, so an upgraded WebSocket, which outlives the HTTP
         // connection's task, keeps counting against the limits until it closes.
@@ -137,7 +150,7 @@ pub async fn serve(
             _total: permit,
         };
         tracker.spawn(Box::pin(async move {
-            connection(tcp, slots, peer, acceptor, router, &metrics, shutdown).await;
+            connection(tcp, slots, peer, acceptor, &metrics, ctx).await;
         }));
     }
     drop(listener);
@@ -150,33 +163,118 @@ struct Slots {
     _total: tokio::sync::OwnedSemaphorePermit,
 }
 
+/// What serving a connection needs besides the stream.
+struct ConnCtx {
+    router: Router,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    /// Where API connections go; `None`: they stay.
+    api: Option<Handle>,
+}
+
 async fn connection(
     tcp: tokio::net::TcpStream,
     slots: Slots,
     peer: SocketAddr,
     acceptor: Option<Arc<rustls::ServerConfig>>,
-    router: Router,
     metrics: &Metrics,
-    shutdown: CancellationToken,
+    ctx: ConnCtx,
 ) {
     let Some(config) = acceptor else {
-        serve_http(Guarded::new(tcp, slots), peer, router, shutdown).await;
+        let lane = match ctx.api {
+            Some(_) => match first_bytes_lane_plain(&tcp).await {
+                Some(lane) => lane,
+                None => return,
+            },
+            None => Lane::Devices,
+        };
+        serve_in_lane(tcp, lane, slots, peer, ctx).await;
         return;
     };
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, TlsStream::accept(tcp, config)).await {
-        Ok(Ok(stream)) => Guarded::new(stream, slots),
-        Ok(Err(e)) => {
-            metrics.tls_handshake_failures.inc();
-            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-            return;
+    let mut tls =
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, TlsStream::accept(tcp, config)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                metrics.tls_handshake_failures.inc();
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                metrics.tls_handshake_failures.inc();
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        };
+    let lane = if ctx.api.is_none() {
+        Lane::Devices
+    } else if tls.alpn_protocol() == Some(b"h2") {
+        // HTTP/2 multiplexes anything: the API lane (see `lanes`).
+        Lane::Api
+    } else {
+        match first_bytes_lane_tls(&mut tls).await {
+            Some(lane) => lane,
+            None => return,
         }
-        Err(_) => {
-            metrics.tls_handshake_failures.inc();
-            tracing::debug!(%peer, "TLS handshake timed out");
+    };
+    serve_in_lane(tls, lane, slots, peer, ctx).await;
+}
+
+/// Serves the connection here, or on the API runtime when that is its lane.
+async fn serve_in_lane<S>(stream: S, lane: Lane, slots: Slots, peer: SocketAddr, ctx: ConnCtx)
+where
+    S: Movable + tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let api = match (lane, &ctx.api) {
+        (Lane::Api, Some(api)) => api.clone(),
+        _ => return serve_http(Guarded::new(stream, slots), peer, ctx.router, ctx.shutdown).await,
+    };
+    let detached = match stream.detach() {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "cannot take a connection off the sessions' runtime");
             return;
         }
     };
-    serve_http(tls, peer, router, shutdown).await;
+    let tracker = ctx.tracker.clone();
+    let task = tracker.track_future(async move {
+        match S::attach(detached) {
+            Ok(stream) => {
+                serve_http(Guarded::new(stream, slots), peer, ctx.router, ctx.shutdown).await;
+            }
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "cannot move a connection to the API runtime");
+            }
+        }
+    });
+    drop(api.spawn(task));
+}
+
+/// The lane of a plain TCP connection, from the bytes of its first request that have
+/// arrived (peeked, so they stay to be read); `None` when the client sent nothing in time or
+/// closed. Bytes too few to tell keep it where it is: the lane is where it runs, not what
+/// it may do.
+async fn first_bytes_lane_plain(tcp: &tokio::net::TcpStream) -> Option<Lane> {
+    let mut buf = [0u8; lanes::MAX_PEEK];
+    match tokio::time::timeout(HEADER_TIMEOUT, tcp.peek(&mut buf)).await {
+        Ok(Ok(n)) if n > 0 => Some(lanes::classify(&buf[..n]).unwrap_or(Lane::Devices)),
+        _ => None,
+    }
+}
+
+/// [`first_bytes_lane_plain`] for a TLS connection (the first decrypted bytes).
+async fn first_bytes_lane_tls(tls: &mut TlsStream) -> Option<Lane> {
+    let peeked = std::future::poll_fn(|cx| tls.poll_peek(cx, 1));
+    match tokio::time::timeout(HEADER_TIMEOUT, peeked).await {
+        Ok(Ok(())) => {
+            let start = tls.buffered_plaintext();
+            if start.is_empty() {
+                return None;
+            }
+            let start = &start[..start.len().min(lanes::MAX_PEEK)];
+            Some(lanes::classify(start).unwrap_or(Lane::Devices))
+        }
+        _ => None,
+    }
 }
 
 /// HTTP/1.1 or HTTP/2 on one established stream (TLS or, in `off` mode, plain TCP).

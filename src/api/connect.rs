@@ -91,7 +91,8 @@ async fn connect(State(state): State<AppState>, mut req: Request) -> Result<Resp
         super::events::check_room(&ctx, id)?;
     }
     let upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(ws::run(upgrade, ctx, identity.map(Box::new)));
+    let runtime = ctx.runtime.clone();
+    drop(runtime.spawn(ws::run(upgrade, ctx, identity.map(Box::new))));
     Ok(match accept {
         Some(accept) => (
             StatusCode::SWITCHING_PROTOCOLS,

@@ -111,6 +111,16 @@ pub fn route_list() -> Vec<(&'static str, &'static [Method])> {
     RouteTable::build().entries
 }
 
+/// The paths of device traffic (the WebSocket upgrade and the device endpoints over plain
+/// HTTP), which [`crate::lanes`] keeps on the sessions' runtime.
+#[must_use]
+pub fn device_route_paths() -> Vec<&'static str> {
+    let mut t = RouteTable::default();
+    connect::routes(&mut t);
+    events::routes(&mut t);
+    t.entries.into_iter().map(|(path, _)| path).collect()
+}
+
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
     RouteTable::build()

@@ -247,6 +247,7 @@ impl App {
                 shutdown: self.shutdown.clone(),
                 metrics: Arc::clone(&self.metrics),
                 config: self.config_tx.subscribe(),
+                runtime: tokio::runtime::Handle::current(),
             }),
         };
         let tracker = TaskTracker::new();
@@ -297,6 +298,15 @@ impl App {
         } else {
             tracing::warn!(addr = %self.local_addr, "serving PLAIN HTTP (tls.mode = \"off\"): no encryption");
         }
+        // API connections get a runtime of their own (see `lanes`); without one, every
+        // connection is served here, as before.
+        let api = match crate::lanes::ApiRuntime::start() {
+            Ok(rt) => Some(rt),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the API runtime; serving the API on the sessions' runtime");
+                None
+            }
+        };
         crate::server::serve(
             self.listener,
             self.tls.as_ref().map(tokio::sync::watch::Sender::subscribe),
@@ -308,6 +318,7 @@ impl App {
             Arc::clone(&self.metrics),
             self.shutdown.clone(),
             tracker.clone(),
+            api.as_ref().and_then(crate::lanes::ApiRuntime::handle),
         )
         .await;
         tracker.close();
@@ -321,6 +332,7 @@ impl App {
                 "drain deadline passed; closing the rest"
             );
         }
+        drop(api);
         let store = self.store.clone();
         let _ = tokio::task::spawn_blocking(move || store.close()).await;
         tracing::info!("store closed; bye");

@@ -56,6 +56,9 @@ pub struct WsContext {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The running configuration (for live limits).
     pub config: tokio::sync::watch::Receiver<Arc<crate::config::Config>>,
+    /// The sessions' runtime: a WebSocket runs there whichever runtime served its upgrade
+    /// (an HTTP/2 connection is on the API's, see [`crate::lanes`]).
+    pub runtime: tokio::runtime::Handle,
 }
 
 impl WsContext {

@@ -158,6 +158,59 @@ impl TlsStream {
         })
     }
 
+    /// Decrypted bytes received and not yet read (they stay for the next read).
+    #[must_use]
+    pub fn buffered_plaintext(&self) -> &[u8] {
+        self.bufs
+            .as_ref()
+            .map_or(&[][..], |b| b.plain.get(b.plain_pos..).unwrap_or_default())
+    }
+
+    /// Ready once at least `want` bytes of plaintext are buffered, or the peer will send no
+    /// more; nothing is consumed (see [`Self::buffered_plaintext`]). What it takes to get
+    /// there (a post-handshake message to send, an alert) happens as in a read.
+    ///
+    /// # Errors
+    /// The socket or the TLS state machine failed, as a read would.
+    pub fn poll_peek(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<()>> {
+        loop {
+            if self.buffered_plaintext().len() >= want || self.read_eof {
+                return Poll::Ready(Ok(()));
+            }
+            if self.rx_used() > 0 {
+                let next = self.process(Out::Nothing)?;
+                if self.tx_pending() > 0 {
+                    if let Poll::Ready(Err(e)) = self.poll_flush_tx(cx) {
+                        return Poll::Ready(Err(e));
+                    }
+                }
+                if self.buffered_plaintext().len() >= want {
+                    return Poll::Ready(Ok(()));
+                }
+                if next == Next::Closed {
+                    self.read_eof = true;
+                    continue;
+                }
+            }
+            ready!(self.poll_fill(cx))?;
+        }
+    }
+
+    /// Takes the connection off this runtime's reactor, to carry it to another runtime
+    /// ([`Detached::attach`]); buffered bytes, in either direction, go with it.
+    ///
+    /// # Errors
+    /// The socket could not be deregistered.
+    pub fn detach(self) -> io::Result<Detached> {
+        Ok(Detached {
+            tcp: self.tcp.into_std()?,
+            conn: self.conn,
+            bufs: self.bufs,
+            read_eof: self.read_eof,
+            close_sent: self.close_sent,
+        })
+    }
+
     fn tx_pending(&self) -> usize {
         self.bufs.as_ref().map_or(0, |b| b.tx.len() - b.tx_pos)
     }
@@ -431,6 +484,31 @@ impl TlsStream {
             self.release_idle();
         }
         true
+    }
+}
+
+/// A [`TlsStream`] between two runtimes: its socket registered with neither.
+pub struct Detached {
+    tcp: std::net::TcpStream,
+    conn: Box<UnbufferedServerConnection>,
+    bufs: Option<Box<Bufs>>,
+    read_eof: bool,
+    close_sent: bool,
+}
+
+impl Detached {
+    /// The stream again, its socket registered with the runtime this is called in.
+    ///
+    /// # Errors
+    /// The socket could not be registered (no runtime here, or the reactor refused it).
+    pub fn attach(self) -> io::Result<TlsStream> {
+        Ok(TlsStream {
+            tcp: TcpStream::from_std(self.tcp)?,
+            conn: self.conn,
+            bufs: self.bufs,
+            read_eof: self.read_eof,
+            close_sent: self.close_sent,
+        })
     }
 }
 

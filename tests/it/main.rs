@@ -22,6 +22,7 @@ mod durability;
 mod env_config;
 mod harness;
 mod hot_reload;
+mod lanes;
 mod mailbox_cap;
 mod management;
 mod ops_metrics;

@@ -1,0 +1,234 @@
+//! Connection lanes (`src/lanes.rs`): the server reads the first bytes of a connection's
+//! first request to decide which runtime serves it, and moves API connections, TLS state
+//! and all, to the API runtime. Whatever the lane, every request must be served the same:
+//! a request line that arrives in pieces, a keep-alive connection that mixes API and device
+//! calls in either order, and a client that never sends a byte.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::harness::{start, TestServer};
+
+/// A TLS connection to the server, trusting its CA, with nothing sent yet.
+async fn tls_connect(s: &TestServer) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let ca = s.data.path().join("tls/ca.crt");
+    let tls = warbler::tls::client_config_trusting(&ca, &[warbler::tls::ALPN_HTTP11])
+        .expect("tls config");
+    let tcp = tokio::net::TcpStream::connect(s.addr)
+        .await
+        .expect("tcp connect");
+    let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+    tokio_rustls::TlsConnector::from(Arc::clone(&tls))
+        .connect(name, tcp)
+        .await
+        .expect("tls handshake")
+}
+
+/// One HTTP/1.1 request, `Connection: close`, written in the given pieces with a pause
+/// between them; the whole answer.
+async fn request_in_pieces(s: &TestServer, pieces: &[&[u8]]) -> String {
+    let mut stream = tls_connect(s).await;
+    for (i, piece) in pieces.iter().enumerate() {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        stream.write_all(piece).await.expect("write");
+        stream.flush().await.expect("flush");
+    }
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("an answer within 10 s")
+        .expect("read");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+fn push_request(api_key: &str, device: &str, title: &str) -> Vec<u8> {
+    let body = json!({"to": {"device": device}, "notification": {"title": title}}).to_string();
+    format!(
+        "POST /v1/messages HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {api_key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn a_request_line_that_arrives_in_pieces_is_served() {
+    let s = start().await;
+    let (device, token) = s.register(None).await;
+    let whole = push_request(&s.creds.api_key, &device, "in pieces");
+    // Cut before the method ends, inside the path, and after the request line.
+    for cuts in [&[2usize][..], &[9], &[4, 12, 30]] {
+        let mut pieces: Vec<&[u8]> = Vec::new();
+        let mut from = 0;
+        for &cut in cuts {
+            pieces.push(&whole[from..cut]);
+            from = cut;
+        }
+        pieces.push(&whole[from..]);
+        let answer = request_in_pieces(&s, &pieces).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 202"),
+            "cuts {cuts:?}: {answer}"
+        );
+    }
+    // A device request cut inside its path (it could still be any device path).
+    let poll = format!(
+        "GET /v1/poll?wait=0 HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\
+         Connection: close\r\n\r\n"
+    );
+    let answer = request_in_pieces(&s, &[&poll.as_bytes()[..10], &poll.as_bytes()[10..]]).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(
+        answer.matches("\"in pieces\"").count(),
+        3,
+        "the three pushes wait in the mailbox: {answer}"
+    );
+    s.stop().await;
+}
+
+/// Sends `method path` on `sender` with an optional bearer and JSON body; (status, body).
+async fn send(
+    sender: &mut hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
+    method: hyper::Method,
+    path: &str,
+    bearer: &str,
+    body: Option<Value>,
+) -> (hyper::StatusCode, Value) {
+    use http_body_util::BodyExt;
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost")
+        .header("authorization", format!("Bearer {bearer}"));
+    let bytes = match body {
+        Some(b) => {
+            req = req.header("content-type", "application/json");
+            bytes::Bytes::from(b.to_string())
+        }
+        None => bytes::Bytes::new(),
+    };
+    let req = req.body(http_body_util::Full::new(bytes)).expect("request");
+    let resp = sender.send_request(req).await.expect("response");
+    let status = resp.status();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    let value = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&body).expect("json body")
+    };
+    (status, value)
+}
+
+async fn keep_alive(
+    s: &TestServer,
+) -> hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>> {
+    let stream = tls_connect(s).await;
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("http1 handshake");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    sender
+}
+
+#[tokio::test]
+async fn one_connection_mixes_api_and_device_calls_in_either_order() {
+    let s = start().await;
+    let (device, token) = s.register(None).await;
+    let push = |title: &str| json!({"to": {"device": &device}, "notification": {"title": title}});
+
+    // API first (the connection moves to the API runtime), then device calls.
+    let mut sender = keep_alive(&s).await;
+    let (status, reply) = send(
+        &mut sender,
+        hyper::Method::POST,
+        "/v1/messages",
+        &s.creds.api_key,
+        Some(push("api first")),
+    )
+    .await;
+    assert_eq!(status, hyper::StatusCode::ACCEPTED, "{reply}");
+    let first = reply["id"].as_str().expect("id").to_owned();
+    let (status, polled) = send(
+        &mut sender,
+        hyper::Method::GET,
+        "/v1/poll?wait=5",
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(status, hyper::StatusCode::OK, "{polled}");
+    assert!(
+        polled.to_string().contains(&first),
+        "the push is polled: {polled}"
+    );
+    let (status, acked) = send(
+        &mut sender,
+        hyper::Method::POST,
+        "/v1/ack",
+        &token,
+        Some(json!({"ids": [&first]})),
+    )
+    .await;
+    assert_eq!(status, hyper::StatusCode::OK, "{acked}");
+    assert_eq!(acked["acked"], 1, "{acked}");
+
+    // Device first (the connection stays with the sessions), then the API.
+    let mut sender = keep_alive(&s).await;
+    let (status, polled) = send(
+        &mut sender,
+        hyper::Method::GET,
+        "/v1/poll?wait=0",
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(status, hyper::StatusCode::OK, "{polled}");
+    assert!(
+        !polled.to_string().contains(&first),
+        "acked, so not polled again: {polled}"
+    );
+    let (status, reply) = send(
+        &mut sender,
+        hyper::Method::POST,
+        "/v1/messages",
+        &s.creds.api_key,
+        Some(push("device first")),
+    )
+    .await;
+    assert_eq!(status, hyper::StatusCode::ACCEPTED, "{reply}");
+    let second = reply["id"].as_str().expect("id").to_owned();
+    let (status, polled) = send(
+        &mut sender,
+        hyper::Method::GET,
+        "/v1/poll?wait=5",
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(status, hyper::StatusCode::OK, "{polled}");
+    assert!(polled.to_string().contains(&second), "{polled}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_sends_nothing_holds_up_no_one() {
+    let s = start().await;
+    // Handshaken and silent, and one that closes right after the handshake.
+    let silent = tls_connect(&s).await;
+    let mut closing = tls_connect(&s).await;
+    closing.shutdown().await.expect("close");
+    drop(closing);
+    let (device, _) = s.register(None).await;
+    let reply = s.push(json!({"device": device}), "still served").await;
+    assert_eq!(reply.status, hyper::StatusCode::ACCEPTED, "{}", reply.body);
+    drop(silent);
+    s.stop().await;
+}
