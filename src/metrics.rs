@@ -44,6 +44,8 @@ pub struct Metrics {
     pub journal_records: Counter,
     pub journal_syncs: Counter,
     pub writer_queue_depth: Gauge,
+    /// Live sessions that fell behind: their outbox was full, so they read the store.
+    pub session_outbox_overflows: Counter,
     pub config_reloads: Family<ResultLabel, Counter>,
     pub rate_limited: Family<AppLabel, Counter>,
     pub tls_handshake_failures: Counter,
@@ -77,6 +79,7 @@ impl Metrics {
             journal_records: Counter::default(),
             journal_syncs: Counter::default(),
             writer_queue_depth: Gauge::default(),
+            session_outbox_overflows: Counter::default(),
             config_reloads: Family::default(),
             rate_limited: Family::default(),
             tls_handshake_failures: Counter::default(),
@@ -144,6 +147,11 @@ impl Metrics {
             "store_queue_depth",
             "Requests waiting for the store writer",
             m.writer_queue_depth.clone(),
+        );
+        registry.register(
+            "session_outbox_overflows",
+            "Times a live session's outbox (gateway.outbox_capacity) was full, so that the session read the store to catch up",
+            m.session_outbox_overflows.clone(),
         );
         registry.register(
             "config_reloads",

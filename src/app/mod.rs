@@ -118,7 +118,7 @@ impl App {
             }
         };
 
-        let registry = Registry::new();
+        let registry = Registry::counting_overflows(metrics.session_outbox_overflows.clone());
         metrics.tls_enabled.set(i64::from(tls.is_some()));
         let writer = WriterConfig {
             metrics: Some(Arc::clone(&metrics)),

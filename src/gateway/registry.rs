@@ -11,6 +11,8 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 
+use prometheus_client::metrics::counter::Counter;
+
 use crate::store::tables::ALL_TOPIC;
 use crate::store::{CommitListener, Committed};
 
@@ -142,16 +144,20 @@ impl SessionHandle {
         self.wake.wake();
     }
 
-    fn offer(&self, item: Shared) {
+    /// Queues `item`; true when the outbox was full and this made the session fall behind
+    /// (it will read the store to catch up), false when it was queued or already behind.
+    fn offer(&self, item: Shared) -> bool {
         let mut queue = lock_ignoring_poison(&self.queue);
         if queue.len() >= self.capacity as usize {
             drop(queue);
-            self.wake_to_catch_up();
-            return;
+            let was_behind = self.lagged.swap(true, Ordering::AcqRel);
+            self.wake.wake();
+            return !was_behind;
         }
         queue.push_back(item);
         drop(queue);
         self.wake.wake();
+        false
     }
 
     /// Makes the session read the store again (outbox overflow, or a gap to report).
@@ -296,6 +302,8 @@ pub struct Registry {
     stopping: AtomicBool,
     /// The start of the clock session timers are set on.
     epoch: std::time::Instant,
+    /// Times a session's outbox overflowed (`warbler_session_outbox_overflows_total`).
+    overflows: Counter,
 }
 
 impl Default for Registry {
@@ -304,6 +312,7 @@ impl Default for Registry {
             apps: Mutex::default(),
             stopping: AtomicBool::new(false),
             epoch: std::time::Instant::now(),
+            overflows: Counter::default(),
         }
     }
 }
@@ -317,6 +326,28 @@ impl Registry {
     #[must_use]
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
+    }
+
+    /// A registry that counts outbox overflows on `overflows` (a metric's counter).
+    #[must_use]
+    pub fn counting_overflows(overflows: Counter) -> Arc<Self> {
+        Arc::new(Self {
+            overflows,
+            ..Self::default()
+        })
+    }
+
+    /// Times a live session's outbox was full, so that it fell behind and read the store
+    /// to catch up.
+    #[must_use]
+    pub fn outbox_overflows(&self) -> u64 {
+        self.overflows.get()
+    }
+
+    fn count_overflows(&self, n: u64) {
+        if n > 0 {
+            self.overflows.inc_by(n);
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, AppSessions>> {
@@ -499,11 +530,13 @@ impl CommitListener for Registry {
                     topic: None,
                     id: Some(Arc::from(id.as_str())),
                 });
+                let mut fell_behind = 0;
                 for device in devices {
                     if let Some(handle) = sessions.session(device) {
-                        handle.offer(Arc::clone(&item));
+                        fell_behind += u64::from(handle.offer(Arc::clone(&item)));
                     }
                 }
+                self.count_overflows(fell_behind);
             }
             Committed::Broadcast {
                 app,
@@ -524,17 +557,19 @@ impl CommitListener for Registry {
                     topic: Some(Arc::from(topic.as_str())),
                     id: Some(Arc::from(id.as_str())),
                 });
+                let mut fell_behind = 0;
                 if topic == ALL_TOPIC {
                     for handle in sessions.sessions() {
-                        handle.offer(Arc::clone(&item));
+                        fell_behind += u64::from(handle.offer(Arc::clone(&item)));
                     }
                 } else if let Some(followers) = sessions.followers.get(topic) {
                     for device in followers {
                         if let Some(handle) = sessions.session(device) {
-                            handle.offer(Arc::clone(&item));
+                            fell_behind += u64::from(handle.offer(Arc::clone(&item)));
                         }
                     }
                 }
+                self.count_overflows(fell_behind);
             }
             Committed::TopicsChanged {
                 app,

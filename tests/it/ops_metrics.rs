@@ -27,6 +27,7 @@ async fn metrics_families_are_present_and_move_with_traffic() {
     let s = start().await;
     let before = metrics(&s).await;
     for family in [
+        "warbler_session_outbox_overflows_total",
         "warbler_store_commit_seconds",
         "warbler_store_commit_batch_size",
         "warbler_store_queue_depth",

@@ -105,6 +105,14 @@ async fn a_client_that_never_reads_is_cut_off_and_its_messages_stay_pending() {
 
     // The server gives up on the stalled connection: the session leaves the registry.
     wait_online(&s, &device, false, Duration::from_secs(15)).await;
+    // Its outbox (16) filled long before: the metric says a session fell behind.
+    let (_, text) = s.request_text(Method::GET, "/metrics").await;
+    let overflows: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("warbler_session_outbox_overflows_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the overflow counter is exported");
+    assert!(overflows >= 1, "overflows counted: {overflows}");
     let rss_after = vm_rss_kib();
     let growth_mib = rss_after.saturating_sub(rss_before) / 1024;
     eprintln!("slow consumer: VmRSS {rss_before} KiB -> {rss_after} KiB (+{growth_mib} MiB)");
