@@ -93,7 +93,7 @@ async fn a_request_line_that_arrives_in_pieces_is_served() {
 
 /// Sends `method path` on `sender` with an optional bearer and JSON body; (status, body).
 async fn send(
-    sender: &mut hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
+    sender: &mut Sender,
     method: hyper::Method,
     path: &str,
     bearer: &str,
@@ -124,9 +124,7 @@ async fn send(
     (status, value)
 }
 
-async fn keep_alive(
-    s: &TestServer,
-) -> hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>> {
+async fn keep_alive(s: &TestServer) -> Sender {
     let stream = tls_connect(s).await;
     let (sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
@@ -138,43 +136,49 @@ async fn keep_alive(
     sender
 }
 
+type Sender = hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>;
+
+/// Pushes to `device` on `sender`; the message id.
+async fn push_on(sender: &mut Sender, api_key: &str, device: &str, title: &str) -> String {
+    let body = json!({"to": {"device": device}, "notification": {"title": title}});
+    let (status, reply) = send(
+        sender,
+        hyper::Method::POST,
+        "/v1/messages",
+        api_key,
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, hyper::StatusCode::ACCEPTED, "{reply}");
+    reply["id"].as_str().expect("id").to_owned()
+}
+
+/// Long-polls on `sender` for up to `wait` seconds; the answer as text.
+async fn poll_on(sender: &mut Sender, token: &str, wait: u64) -> String {
+    let path = format!("/v1/poll?wait={wait}");
+    let (status, polled) = send(sender, hyper::Method::GET, &path, token, None).await;
+    assert_eq!(status, hyper::StatusCode::OK, "{polled}");
+    polled.to_string()
+}
+
 #[tokio::test]
 async fn one_connection_mixes_api_and_device_calls_in_either_order() {
     let s = start().await;
     let (device, token) = s.register(None).await;
-    let push = |title: &str| json!({"to": {"device": &device}, "notification": {"title": title}});
+    let key = &s.creds.api_key;
 
     // API first (the connection moves to the API runtime), then device calls.
     let mut sender = keep_alive(&s).await;
-    let (status, reply) = send(
-        &mut sender,
-        hyper::Method::POST,
-        "/v1/messages",
-        &s.creds.api_key,
-        Some(push("api first")),
-    )
-    .await;
-    assert_eq!(status, hyper::StatusCode::ACCEPTED, "{reply}");
-    let first = reply["id"].as_str().expect("id").to_owned();
-    let (status, polled) = send(
-        &mut sender,
-        hyper::Method::GET,
-        "/v1/poll?wait=5",
-        &token,
-        None,
-    )
-    .await;
-    assert_eq!(status, hyper::StatusCode::OK, "{polled}");
-    assert!(
-        polled.to_string().contains(&first),
-        "the push is polled: {polled}"
-    );
+    let first = push_on(&mut sender, key, &device, "api first").await;
+    let polled = poll_on(&mut sender, &token, 5).await;
+    assert!(polled.contains(&first), "the push is polled: {polled}");
+    let ids = json!({"ids": [&first]});
     let (status, acked) = send(
         &mut sender,
         hyper::Method::POST,
         "/v1/ack",
         &token,
-        Some(json!({"ids": [&first]})),
+        Some(ids),
     )
     .await;
     assert_eq!(status, hyper::StatusCode::OK, "{acked}");
@@ -182,39 +186,14 @@ async fn one_connection_mixes_api_and_device_calls_in_either_order() {
 
     // Device first (the connection stays with the sessions), then the API.
     let mut sender = keep_alive(&s).await;
-    let (status, polled) = send(
-        &mut sender,
-        hyper::Method::GET,
-        "/v1/poll?wait=0",
-        &token,
-        None,
-    )
-    .await;
-    assert_eq!(status, hyper::StatusCode::OK, "{polled}");
+    let polled = poll_on(&mut sender, &token, 0).await;
     assert!(
-        !polled.to_string().contains(&first),
+        !polled.contains(&first),
         "acked, so not polled again: {polled}"
     );
-    let (status, reply) = send(
-        &mut sender,
-        hyper::Method::POST,
-        "/v1/messages",
-        &s.creds.api_key,
-        Some(push("device first")),
-    )
-    .await;
-    assert_eq!(status, hyper::StatusCode::ACCEPTED, "{reply}");
-    let second = reply["id"].as_str().expect("id").to_owned();
-    let (status, polled) = send(
-        &mut sender,
-        hyper::Method::GET,
-        "/v1/poll?wait=5",
-        &token,
-        None,
-    )
-    .await;
-    assert_eq!(status, hyper::StatusCode::OK, "{polled}");
-    assert!(polled.to_string().contains(&second), "{polled}");
+    let second = push_on(&mut sender, key, &device, "device first").await;
+    let polled = poll_on(&mut sender, &token, 5).await;
+    assert!(polled.contains(&second), "{polled}");
     s.stop().await;
 }
 
