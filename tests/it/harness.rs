@@ -498,7 +498,7 @@ impl SseStream {
 
 impl TestServer {
     /// One HTTP/1.1 connection over TLS, trusting the server's CA.
-    async fn http1(
+    pub async fn http1(
         &self,
     ) -> (
         hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
@@ -537,21 +537,8 @@ impl TestServer {
         tokio::task::JoinHandle<()>,
     ) {
         let (mut sender, task) = self.http1().await;
-        let mut req = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", format!("localhost:{}", self.addr.port()));
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let bytes = match body {
-            Some(b) => {
-                req = req.header("content-type", "application/json");
-                bytes::Bytes::from(b.to_string())
-            }
-            None => bytes::Bytes::new(),
-        };
-        let req = req.body(http_body_util::Full::new(bytes)).expect("request");
+        let host = format!("localhost:{}", self.addr.port());
+        let req = json_request(method, path, &host, headers, body);
         let resp = sender.send_request(req).await.expect("response");
         (resp, sender, task)
     }
@@ -790,4 +777,29 @@ pub async fn next_frame_within(conn: &mut DeviceConnection, within: Duration) ->
         .unwrap_or_else(|_| panic!("no frame within {within:?}"))
         .expect("frame")
         .expect("connection open")
+}
+
+/// A request for an HTTP/1.1 client connection, with a JSON body when there is one.
+pub fn json_request(
+    method: Method,
+    path: &str,
+    host: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> hyper::Request<http_body_util::Full<bytes::Bytes>> {
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", host);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let bytes = match body {
+        Some(b) => {
+            req = req.header("content-type", "application/json");
+            bytes::Bytes::from(b.to_string())
+        }
+        None => bytes::Bytes::new(),
+    };
+    req.body(http_body_util::Full::new(bytes)).expect("request")
 }

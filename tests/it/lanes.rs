@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::harness::{start, TestServer};
+use crate::harness::{json_request, start, TestServer};
 
 /// A TLS connection to the server, trusting its CA, with nothing sent yet.
 async fn tls_connect(s: &TestServer) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
@@ -100,19 +100,8 @@ async fn send(
     body: Option<Value>,
 ) -> (hyper::StatusCode, Value) {
     use http_body_util::BodyExt;
-    let mut req = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "localhost")
-        .header("authorization", format!("Bearer {bearer}"));
-    let bytes = match body {
-        Some(b) => {
-            req = req.header("content-type", "application/json");
-            bytes::Bytes::from(b.to_string())
-        }
-        None => bytes::Bytes::new(),
-    };
-    let req = req.body(http_body_util::Full::new(bytes)).expect("request");
+    let auth = format!("Bearer {bearer}");
+    let req = json_request(method, path, "localhost", &[("authorization", &auth)], body);
     let resp = sender.send_request(req).await.expect("response");
     let status = resp.status();
     let body = resp.into_body().collect().await.expect("body").to_bytes();
@@ -122,18 +111,6 @@ async fn send(
         serde_json::from_slice(&body).expect("json body")
     };
     (status, value)
-}
-
-async fn keep_alive(s: &TestServer) -> Sender {
-    let stream = tls_connect(s).await;
-    let (sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .expect("http1 handshake");
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    sender
 }
 
 type Sender = hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>;
@@ -168,7 +145,7 @@ async fn one_connection_mixes_api_and_device_calls_in_either_order() {
     let key = &s.creds.api_key;
 
     // API first (the connection moves to the API runtime), then device calls.
-    let mut sender = keep_alive(&s).await;
+    let mut sender = s.http1().await.0;
     let first = push_on(&mut sender, key, &device, "api first").await;
     let polled = poll_on(&mut sender, &token, 5).await;
     assert!(polled.contains(&first), "the push is polled: {polled}");
@@ -185,7 +162,7 @@ async fn one_connection_mixes_api_and_device_calls_in_either_order() {
     assert_eq!(acked["acked"], 1, "{acked}");
 
     // Device first (the connection stays with the sessions), then the API.
-    let mut sender = keep_alive(&s).await;
+    let mut sender = s.http1().await.0;
     let polled = poll_on(&mut sender, &token, 0).await;
     assert!(
         !polled.contains(&first),
