@@ -6,7 +6,8 @@
 # Chromium driven by playwright-core (tests/browser), then the packaging tests
 # (tests/packaging.sh: static release build, install.sh, .deb installed and serving a push,
 # .rpm contents), then the side-by-side benchmark with soketi, mosquitto and nats-server at
-# a small size (benches/run-peers.sh --smoke). Builds the debug profile once; the packaging
+# a small size (benches/run-peers.sh --smoke), and the CPU-floor benchmark at a small size
+# (benches/run-floor.sh --smoke). Builds the debug profile once; the packaging
 # step builds the release.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -62,6 +63,11 @@ step "peers side by side, smoke size (benches/run-peers.sh --smoke)"
 # release binary the packaging step built: ~2.5 min on a fresh 2-core machine.
 SKIP_BUILD=1 BIN="$target_dir/x86_64-unknown-linux-gnu/release/warbler" \
   bash benches/run-peers.sh --smoke
+
+step "one push per request against its CPU floors, smoke size (benches/run-floor.sh --smoke)"
+# Installs h2load (Debian's nghttp2-client) when missing; ~30 s against the release binary.
+SKIP_BUILD=1 BIN="$target_dir/x86_64-unknown-linux-gnu/release/warbler" \
+  bash benches/run-floor.sh --smoke
 
 step "peers load client: fmt and unit tests (benches/peers, a crate of its own)"
 cargo fmt --manifest-path benches/peers/Cargo.toml -- --check
