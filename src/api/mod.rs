@@ -43,9 +43,29 @@ pub use error::ApiError;
 /// Largest request body accepted, in bytes (a push to 1,000 users fits).
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
-/// What every handler can reach. Cheap to clone.
+/// What every handler can reach: one shared allocation. axum clones the state for every
+/// request and every `State` extractor, so a clone is one reference count rather than one
+/// per field (with a mutex in the shutdown token's and an allocation in the path's).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    #[must_use]
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The fields of [`AppState`].
+pub struct Shared {
     pub store: Store,
     pub registry: Arc<Registry>,
     /// The running configuration; changes when the file is reloaded.

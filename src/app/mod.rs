@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::{router, AppState};
+use crate::api::{router, AppState, Shared};
 use crate::config::reload::{LogHook, Overrides, Reloader};
 use crate::config::{Config, EnvLayer, StorageDurability, TlsMode};
 use crate::gateway::{Registry, SessionSettings};
@@ -229,7 +229,7 @@ impl App {
             hello_timeout: Duration::from_secs(g.hello_timeout_secs),
             max_batch: 256,
         };
-        let state = AppState {
+        let state = AppState::new(Shared {
             store: self.store.clone(),
             registry: self.registry.clone(),
             config: self.config_tx.subscribe(),
@@ -249,7 +249,7 @@ impl App {
                 config: self.config_tx.subscribe(),
                 runtime: tokio::runtime::Handle::current(),
             }),
-        };
+        });
         let tracker = TaskTracker::new();
         // Live sessions learn of the shutdown from the registry, like any other close.
         tracker.spawn(self.registry.clone().run_ticker(self.shutdown.clone()));
