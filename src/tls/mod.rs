@@ -3,6 +3,9 @@
 
 mod bootstrap;
 mod config;
+mod records;
+#[cfg(test)]
+mod records_tests;
 pub mod reload;
 pub mod renew;
 pub mod stream;

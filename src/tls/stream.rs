@@ -6,6 +6,10 @@
 //! small per-thread pool only while bytes move, and given back as soon as they are empty, so
 //! an idle connection costs the socket, the rustls state machine and a few words.
 //!
+//! The handshake, and a TLS 1.2 connection for its whole life, run on rustls's unbuffered
+//! connection. A TLS 1.3 connection then moves to [`Records`](super::records): rustls's
+//! cipher objects and key schedule without the rest of its connection state.
+//!
 //! Reads decrypt every complete record in the receive buffer (at most one receive buffer's
 //! worth, so the plaintext held is bounded too). Writes are encrypted into a send buffer of
 //! at most [`TX_HIGH`] bytes and go to the socket on flush, so several small frames written
@@ -19,8 +23,11 @@ use std::task::{ready, Context, Poll};
 
 use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
+use rustls::ProtocolVersion;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+
+use super::records::{RecordError, Records};
 
 /// Size of a receive buffer: one largest TLS record (16 KiB of payload, 256 bytes of
 /// expansion, the 5-byte header) fits.
@@ -114,10 +121,22 @@ impl Bufs {
     }
 }
 
+/// What protects the connection's records.
+enum Engine {
+    /// rustls's connection: the handshake, and TLS 1.2 throughout.
+    Rustls(Box<UnbufferedServerConnection>),
+    /// TLS 1.3 after the handshake.
+    Records(Box<Records>),
+}
+
+fn record_error(e: RecordError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
 /// A server-side TLS connection on a TCP socket.
 pub struct TlsStream {
     tcp: TcpStream,
-    conn: Box<UnbufferedServerConnection>,
+    engine: Engine,
     /// `None` while idle.
     bufs: Option<Box<Bufs>>,
     /// The peer sent close_notify or closed TCP: reads give end of file.
@@ -132,22 +151,62 @@ impl TlsStream {
     /// # Errors
     /// The handshake failed (a TLS alert is sent where rustls produced one), or the socket did.
     pub async fn accept(tcp: TcpStream, config: Arc<rustls::ServerConfig>) -> io::Result<Self> {
+        let extractable = config.enable_secret_extraction;
         let conn = UnbufferedServerConnection::new(config).map_err(tls_error)?;
         let mut stream = TlsStream {
             tcp,
-            conn: Box::new(conn),
+            engine: Engine::Rustls(Box::new(conn)),
             bufs: None,
             read_eof: false,
             close_sent: false,
         };
         std::future::poll_fn(|cx| stream.poll_handshake(cx)).await?;
+        if extractable {
+            stream = stream.into_records()?;
+        }
         Ok(stream)
+    }
+
+    /// A finished TLS 1.3 handshake hands its keys to [`Records`]; anything else stays.
+    fn into_records(self) -> io::Result<Self> {
+        let Engine::Rustls(conn) = self.engine else {
+            return Ok(self);
+        };
+        if conn.protocol_version() != Some(ProtocolVersion::TLSv1_3) || conn.is_handshaking() {
+            return Ok(Self {
+                engine: Engine::Rustls(conn),
+                ..self
+            });
+        }
+        let records = Records::from_handshake(*conn).map_err(record_error)?;
+        Ok(Self {
+            engine: Engine::Records(Box::new(records)),
+            ..self
+        })
     }
 
     /// The protocol agreed by ALPN, if any.
     #[must_use]
     pub fn alpn_protocol(&self) -> Option<&[u8]> {
-        self.conn.alpn_protocol()
+        match &self.engine {
+            Engine::Rustls(conn) => conn.alpn_protocol(),
+            Engine::Records(records) => records.alpn_protocol(),
+        }
+    }
+
+    /// Whether the connection's records are protected by [`Records`] (TLS 1.3 after the
+    /// handshake) rather than rustls's connection.
+    #[must_use]
+    pub fn uses_own_records(&self) -> bool {
+        matches!(self.engine, Engine::Records(_))
+    }
+
+    /// Lets one sending key seal only this many records before a KeyUpdate replaces it.
+    #[cfg(test)]
+    pub(super) fn set_tx_key_budget(&mut self, records: u64) {
+        if let Engine::Records(r) = &mut self.engine {
+            r.set_tx_budget(records);
+        }
     }
 
     /// Bytes held in buffers right now (0 for an idle connection).
@@ -204,7 +263,7 @@ impl TlsStream {
     pub fn detach(self) -> io::Result<Detached> {
         Ok(Detached {
             tcp: self.tcp.into_std()?,
-            conn: self.conn,
+            engine: self.engine,
             bufs: self.bufs,
             read_eof: self.read_eof,
             close_sent: self.close_sent,
@@ -225,7 +284,10 @@ impl TlsStream {
             if self.tx_pending() > 0 {
                 ready!(self.poll_flush_tx(cx))?;
             }
-            if !self.conn.is_handshaking() {
+            let Engine::Rustls(conn) = &self.engine else {
+                return Poll::Ready(Ok(()));
+            };
+            if !conn.is_handshaking() {
                 self.release_idle();
                 return Poll::Ready(Ok(()));
             }
@@ -251,14 +313,20 @@ impl TlsStream {
     }
 
     fn process_inner(&mut self, out: &mut Out<'_>) -> io::Result<Next> {
+        if matches!(self.engine, Engine::Records(_)) {
+            return self.process_records(out);
+        }
         loop {
             let Self {
-                conn,
+                engine: Engine::Rustls(conn),
                 bufs,
                 read_eof,
                 close_sent,
                 ..
-            } = self;
+            } = self
+            else {
+                return Err(io::Error::other("TLS connection moved to its record layer"));
+            };
             let Bufs {
                 rx,
                 rx_used,
@@ -376,10 +444,78 @@ impl TlsStream {
         }
     }
 
+    /// [`Self::process_inner`] for a connection on [`Records`]: decrypts the complete records
+    /// received, then encrypts `out`. A fatal error sends its alert if the socket takes it.
+    fn process_records(&mut self, out: &mut Out<'_>) -> io::Result<Next> {
+        let Self {
+            engine: Engine::Records(records),
+            bufs,
+            read_eof,
+            close_sent,
+            tcp,
+        } = self
+        else {
+            return Err(io::Error::other("TLS record layer missing"));
+        };
+        let b = &mut **bufs.get_or_insert_with(Box::default);
+        let result = (|| -> Result<(), RecordError> {
+            if b.rx_used > 0 {
+                if *read_eof {
+                    // Nothing after the peer's close_notify is read.
+                    b.rx_used = 0;
+                } else {
+                    if b.tx.capacity() == 0 {
+                        b.tx = take_tx();
+                    }
+                    let opened = records.open(&mut b.rx[..b.rx_used], &mut b.plain, &mut b.tx)?;
+                    b.rx.copy_within(opened.consumed..b.rx_used, 0);
+                    b.rx_used -= opened.consumed;
+                    if opened.peer_closed {
+                        *read_eof = true;
+                        b.rx_used = 0;
+                    }
+                }
+            }
+            match std::mem::replace(out, Out::Nothing) {
+                Out::Nothing => {}
+                Out::Data(data) => {
+                    if b.tx.capacity() == 0 {
+                        b.tx = take_tx();
+                    }
+                    records.seal(data, &mut b.tx)?;
+                }
+                Out::CloseNotify => {
+                    if b.tx.capacity() == 0 {
+                        b.tx = take_tx();
+                    }
+                    records.close_notify(&mut b.tx)?;
+                    *close_sent = true;
+                }
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => Ok(Next::Read),
+            Err(e) => {
+                if let Some(alert) = e.alert {
+                    let mut buf = Vec::new();
+                    if records.alert(alert, &mut buf).is_ok() {
+                        let _ = tcp.try_write(&buf);
+                    }
+                }
+                *close_sent = true;
+                Err(record_error(e))
+            }
+        }
+    }
+
     /// After a TLS error, sends the alert rustls queued for it, if the socket takes it now.
     fn send_pending_alert(&mut self) {
+        let Engine::Rustls(conn) = &mut self.engine else {
+            return; // `process_records` sends its own
+        };
         for _ in 0..4 {
-            let UnbufferedStatus { state, .. } = self.conn.process_tls_records(&mut []);
+            let UnbufferedStatus { state, .. } = conn.process_tls_records(&mut []);
             let Ok(ConnectionState::EncodeTlsData(mut encode)) = state else {
                 break;
             };
@@ -490,7 +626,7 @@ impl TlsStream {
 /// A [`TlsStream`] between two runtimes: its socket registered with neither.
 pub struct Detached {
     tcp: std::net::TcpStream,
-    conn: Box<UnbufferedServerConnection>,
+    engine: Engine,
     bufs: Option<Box<Bufs>>,
     read_eof: bool,
     close_sent: bool,
@@ -504,7 +640,7 @@ impl Detached {
     pub fn attach(self) -> io::Result<TlsStream> {
         Ok(TlsStream {
             tcp: TcpStream::from_std(self.tcp)?,
-            conn: self.conn,
+            engine: self.engine,
             bufs: self.bufs,
             read_eof: self.read_eof,
             close_sent: self.close_sent,

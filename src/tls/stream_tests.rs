@@ -12,16 +12,16 @@ use tokio_rustls::TlsConnector;
 use super::stream::TlsStream;
 use super::{client_config_trusting, ensure_bootstrap, server_config, TlsPaths, ALPN_HTTP11};
 
-const STEP: Duration = Duration::from_secs(10);
+pub(super) const STEP: Duration = Duration::from_secs(10);
 
-struct Pki {
+pub(super) struct Pki {
     _dir: tempfile::TempDir,
     ca: std::path::PathBuf,
-    server: Arc<ServerConfig>,
-    client: Arc<ClientConfig>,
+    pub server: Arc<ServerConfig>,
+    pub client: Arc<ClientConfig>,
 }
 
-fn pki() -> Pki {
+pub(super) fn pki() -> Pki {
     let dir = tempfile::tempdir().expect("tempdir");
     let tls_dir = dir.path().join("tls");
     ensure_bootstrap(&tls_dir, &[]).expect("bootstrap");
@@ -37,7 +37,7 @@ fn pki() -> Pki {
 }
 
 /// A client restricted to TLS 1.2, trusting the same CA.
-fn tls12_client(pki: &Pki) -> Arc<ClientConfig> {
+pub(super) fn tls12_client(pki: &Pki) -> Arc<ClientConfig> {
     use rustls_pki_types::pem::PemObject;
     let ca = std::fs::read(&pki.ca).expect("ca");
     let mut roots = rustls::RootCertStore::empty();
@@ -54,7 +54,7 @@ fn tls12_client(pki: &Pki) -> Arc<ClientConfig> {
 }
 
 /// Accepts one connection with [`TlsStream`] and connects to it with tokio-rustls.
-async fn pair(
+pub(super) async fn pair(
     server: Arc<ServerConfig>,
     client: Arc<ClientConfig>,
 ) -> (TlsStream, tokio_rustls::client::TlsStream<TcpStream>) {
@@ -80,7 +80,7 @@ async fn pair(
 }
 
 /// A pseudo-random payload, so a misplaced byte shows.
-fn payload(len: usize, seed: u32) -> Vec<u8> {
+pub(super) fn payload(len: usize, seed: u32) -> Vec<u8> {
     let mut x = seed.wrapping_mul(2_654_435_761).max(1);
     (0..len)
         .map(|_| {
