@@ -29,6 +29,8 @@ use tokio::net::TcpStream;
 
 use super::records::{RecordError, Records};
 
+mod own_records;
+
 /// Size of a receive buffer: one largest TLS record (16 KiB of payload, 256 bytes of
 /// expansion, the 5-byte header) fits.
 const RX_SIZE: usize = 16 * 1024 + 256 + 5 + 123;
@@ -440,71 +442,6 @@ impl TlsStream {
             }
             if let Some(next) = next {
                 return Ok(next);
-            }
-        }
-    }
-
-    /// [`Self::process_inner`] for a connection on [`Records`]: decrypts the complete records
-    /// received, then encrypts `out`. A fatal error sends its alert if the socket takes it.
-    fn process_records(&mut self, out: &mut Out<'_>) -> io::Result<Next> {
-        let Self {
-            engine: Engine::Records(records),
-            bufs,
-            read_eof,
-            close_sent,
-            tcp,
-        } = self
-        else {
-            return Err(io::Error::other("TLS record layer missing"));
-        };
-        let b = &mut **bufs.get_or_insert_with(Box::default);
-        let result = (|| -> Result<(), RecordError> {
-            if b.rx_used > 0 {
-                if *read_eof {
-                    // Nothing after the peer's close_notify is read.
-                    b.rx_used = 0;
-                } else {
-                    if b.tx.capacity() == 0 {
-                        b.tx = take_tx();
-                    }
-                    let opened = records.open(&mut b.rx[..b.rx_used], &mut b.plain, &mut b.tx)?;
-                    b.rx.copy_within(opened.consumed..b.rx_used, 0);
-                    b.rx_used -= opened.consumed;
-                    if opened.peer_closed {
-                        *read_eof = true;
-                        b.rx_used = 0;
-                    }
-                }
-            }
-            match std::mem::replace(out, Out::Nothing) {
-                Out::Nothing => {}
-                Out::Data(data) => {
-                    if b.tx.capacity() == 0 {
-                        b.tx = take_tx();
-                    }
-                    records.seal(data, &mut b.tx)?;
-                }
-                Out::CloseNotify => {
-                    if b.tx.capacity() == 0 {
-                        b.tx = take_tx();
-                    }
-                    records.close_notify(&mut b.tx)?;
-                    *close_sent = true;
-                }
-            }
-            Ok(())
-        })();
-        match result {
-            Ok(()) => Ok(Next::Read),
-            Err(e) => {
-                if let Some(alert) = e.alert {
-                    let mut buf = Vec::new();
-                    if records.alert(alert, &mut buf).is_ok() {
-                        let _ = tcp.try_write(&buf);
-                    }
-                }
-                *close_sent = true;
-                Err(record_error(e))
             }
         }
     }
