@@ -136,16 +136,15 @@ fn alert_received(
     None
 }
 
-#[tokio::test]
-async fn a_tampered_record_is_refused_with_bad_record_mac() {
-    let pki = pki();
-    let (mut srv, mut conn, mut sock) = raw_client(&pki).await;
-    conn.writer().write_all(b"hello").expect("plaintext");
-    let mut record = Vec::new();
-    conn.write_tls(&mut record).expect("seal");
-    let last = record.len() - 1;
-    record[last] ^= 0x01; // the tag no longer matches
-    sock.write_all(&record).expect("send");
+/// Sends `bytes` raw on the client's socket after the handshake; asserts that the server's
+/// next read fails as invalid data, and returns the alert the client then receives.
+async fn refused(
+    mut srv: TlsStream,
+    mut conn: ClientConnection,
+    mut sock: std::net::TcpStream,
+    bytes: &[u8],
+) -> Option<AlertDescription> {
+    sock.write_all(bytes).expect("send");
     let mut buf = [0u8; 16];
     let read = tokio::time::timeout(STEP, srv.read(&mut buf))
         .await
@@ -154,9 +153,21 @@ async fn a_tampered_record_is_refused_with_bad_record_mac() {
         read.expect_err("the record must not be accepted").kind(),
         std::io::ErrorKind::InvalidData
     );
-    let alert = tokio::task::spawn_blocking(move || alert_received(&mut conn, &mut sock))
+    tokio::task::spawn_blocking(move || alert_received(&mut conn, &mut sock))
         .await
-        .expect("client thread");
+        .expect("client thread")
+}
+
+#[tokio::test]
+async fn a_tampered_record_is_refused_with_bad_record_mac() {
+    let pki = pki();
+    let (srv, mut conn, sock) = raw_client(&pki).await;
+    conn.writer().write_all(b"hello").expect("plaintext");
+    let mut record = Vec::new();
+    conn.write_tls(&mut record).expect("seal");
+    let last = record.len() - 1;
+    record[last] ^= 0x01; // the tag no longer matches
+    let alert = refused(srv, conn, sock, &record).await;
     assert_eq!(alert, Some(AlertDescription::BadRecordMac));
 }
 
@@ -164,30 +175,15 @@ async fn a_tampered_record_is_refused_with_bad_record_mac() {
 async fn an_oversized_or_unprotected_record_is_refused() {
     let pki = pki();
     // Longer than 2^14 + 256 bytes of ciphertext.
-    let (mut srv, mut conn, mut sock) = raw_client(&pki).await;
+    let (srv, conn, sock) = raw_client(&pki).await;
     let mut record = vec![23, 3, 3, 0x41, 0x01];
     record.resize(5 + 0x4101, 0);
-    sock.write_all(&record).expect("send");
-    let mut buf = [0u8; 16];
-    let read = tokio::time::timeout(STEP, srv.read(&mut buf))
-        .await
-        .expect("in time");
-    assert!(read.is_err(), "an oversized record is refused");
-    let alert = tokio::task::spawn_blocking(move || alert_received(&mut conn, &mut sock))
-        .await
-        .expect("client thread");
+    let alert = refused(srv, conn, sock, &record).await;
     assert_eq!(alert, Some(AlertDescription::RecordOverflow));
 
     // A plaintext alert record after the handshake: every record is protected by then.
-    let (mut srv, mut conn, mut sock) = raw_client(&pki).await;
-    sock.write_all(&[21, 3, 3, 0, 2, 1, 0]).expect("send");
-    let read = tokio::time::timeout(STEP, srv.read(&mut buf))
-        .await
-        .expect("in time");
-    assert!(read.is_err(), "an unprotected record is refused");
-    let alert = tokio::task::spawn_blocking(move || alert_received(&mut conn, &mut sock))
-        .await
-        .expect("client thread");
+    let (srv, conn, sock) = raw_client(&pki).await;
+    let alert = refused(srv, conn, sock, &[21, 3, 3, 0, 2, 1, 0]).await;
     assert_eq!(alert, Some(AlertDescription::UnexpectedMessage));
 }
 

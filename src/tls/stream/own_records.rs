@@ -27,9 +27,7 @@ impl TlsStream {
                     // Nothing after the peer's close_notify is read.
                     b.rx_used = 0;
                 } else {
-                    if b.tx.capacity() == 0 {
-                        b.tx = take_tx();
-                    }
+                    // `tx` is written only to answer a KeyUpdate: no pooled buffer for that.
                     let opened = records.open(&mut b.rx[..b.rx_used], &mut b.plain, &mut b.tx)?;
                     b.rx.copy_within(opened.consumed..b.rx_used, 0);
                     b.rx_used -= opened.consumed;
