@@ -23,6 +23,22 @@ async fn tls13_moves_to_the_record_layer_and_tls12_stays_with_rustls() {
     assert!(!srv.uses_own_records(), "TLS 1.2 keeps rustls's connection");
 }
 
+/// Writes `data` to `from` and flushes it, then checks that `to` reads exactly it.
+async fn carry<W, R>(from: &mut W, to: &mut R, data: &[u8], what: &str)
+where
+    W: tokio::io::AsyncWrite + Unpin,
+    R: tokio::io::AsyncRead + Unpin,
+{
+    from.write_all(data).await.expect("write");
+    from.flush().await.expect("flush");
+    let mut got = vec![0u8; data.len()];
+    tokio::time::timeout(STEP, to.read_exact(&mut got))
+        .await
+        .expect("in time")
+        .expect("read");
+    assert!(got == data, "{what}: read what was written");
+}
+
 /// Sends `n` messages each way, one write and flush at a time, and checks every byte.
 async fn rounds(
     srv: &mut TlsStream,
@@ -31,29 +47,9 @@ async fn rounds(
 ) {
     for i in 0..n {
         let up = payload(100 + i as usize * 37, i);
-        cli.write_all(&up).await.expect("client write");
-        cli.flush().await.expect("client flush");
-        let mut got = vec![0u8; up.len()];
-        tokio::time::timeout(STEP, srv.read_exact(&mut got))
-            .await
-            .expect("in time")
-            .expect("server read");
-        assert!(
-            got == up,
-            "round {i}: the server read what the client wrote"
-        );
+        carry(cli, srv, &up, &format!("round {i}, client to server")).await;
         let down = payload(50 + i as usize * 53, i + 1000);
-        srv.write_all(&down).await.expect("server write");
-        srv.flush().await.expect("server flush");
-        let mut back = vec![0u8; down.len()];
-        tokio::time::timeout(STEP, cli.read_exact(&mut back))
-            .await
-            .expect("in time")
-            .expect("client read");
-        assert!(
-            back == down,
-            "round {i}: the client read what the server wrote"
-        );
+        carry(srv, cli, &down, &format!("round {i}, server to client")).await;
     }
 }
 
@@ -82,14 +78,7 @@ async fn the_server_replaces_its_key_before_the_limit() {
     // key updates from our side, each of which the client must follow to read on.
     rounds(&mut srv, &mut cli, 25).await;
     let bulk = payload(200_000, 7);
-    srv.write_all(&bulk).await.expect("server write");
-    srv.flush().await.expect("server flush");
-    let mut back = vec![0u8; bulk.len()];
-    tokio::time::timeout(STEP, cli.read_exact(&mut back))
-        .await
-        .expect("in time")
-        .expect("client read");
-    assert!(back == bulk);
+    carry(&mut srv, &mut cli, &bulk, "bulk, server to client").await;
 }
 
 /// A blocking rustls client, handshaken with a [`TlsStream`] accepted on a tokio listener,
