@@ -11,6 +11,7 @@
 //! really are `K` requests in flight. Latencies go into HDR histograms in nanoseconds.
 
 pub mod ack;
+pub mod by_second;
 pub mod connections;
 pub mod fanout;
 pub mod io;

@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
+use super::by_second::{self, BySecond, SecondTail};
 use super::net::{close_ws, Device, DeviceWs, Endpoint};
 use super::stats::{histogram, merge, record, round3, Summary};
 use super::{open_api_conns, progress, register_devices, sys, ApiConn};
@@ -103,6 +104,9 @@ pub struct Report {
     pub device_disconnects: u64,
     pub api_latency: Summary,
     pub e2e_latency: Summary,
+    /// End-to-end latency by second of the measured window (by send time), coarse: how the
+    /// slow deliveries are spread over the run (see `bench::by_second`).
+    pub e2e_by_second: Vec<SecondTail>,
     pub schedule_lag: Option<Summary>,
     /// In rate mode, accepted/s over the target: below ~0.95 the generator fell behind (the
     /// server did not keep up), and latencies measured from each actual send understate what
@@ -123,6 +127,8 @@ struct Shared {
     epoch: Instant,
     /// Frames stamped before this (ns since `epoch`) are warm-up: not recorded.
     warm_ns: u64,
+    /// End-to-end latency by second of the window and the drain after it.
+    e2e_seconds: BySecond,
     accepted: AtomicU64,
     delivered: AtomicU64,
     errors: AtomicU64,
@@ -186,6 +192,12 @@ pub async fn run(endpoint: Arc<Endpoint>, opts: Options) -> anyhow::Result<Repor
     let shared = Arc::new(Shared {
         epoch,
         warm_ns: since(epoch, warm_end),
+        e2e_seconds: BySecond::new(
+            usize::try_from(opts.duration.as_secs())
+                .unwrap_or(usize::MAX)
+                .saturating_add(DRAIN_SECONDS + 1)
+                .min(MAX_SECONDS),
+        ),
         accepted: AtomicU64::new(0),
         delivered: AtomicU64::new(0),
         errors: AtomicU64::new(0),
@@ -286,6 +298,7 @@ pub async fn run(endpoint: Arc<Endpoint>, opts: Options) -> anyhow::Result<Repor
         device_disconnects,
         api_latency: Summary::of(&totals.api),
         e2e_latency: Summary::of(&e2e),
+        e2e_by_second: shared.e2e_seconds.report(),
         schedule_lag: opts.rate.map(|_| Summary::of(&totals.lag)),
         rate_held: opts.rate.map(|r| round3(accepted_per_s / r)),
         client_cpu_cores: client_cpu,
@@ -344,7 +357,7 @@ async fn drain(
     mut receivers: tokio::task::JoinSet<(Histogram<u64>, bool)>,
     stop: &CancellationToken,
 ) -> anyhow::Result<(Histogram<u64>, u64)> {
-    let drain_until = Instant::now() + Duration::from_secs(5);
+    let drain_until = Instant::now() + Duration::from_secs(DRAIN_SECONDS as u64);
     while shared.delivered.load(Ordering::Relaxed) < shared.accepted.load(Ordering::Relaxed)
         && Instant::now() < drain_until
     {
@@ -601,6 +614,11 @@ struct Ack<'a> {
     ids: &'a [String],
 }
 
+/// Longest wait, after the window, for accepted pushes to arrive.
+const DRAIN_SECONDS: usize = 5;
+/// Most seconds a by-second series keeps (a day); later samples count in the last.
+const MAX_SECONDS: usize = 86_400;
+
 /// Most ids in one ack frame (the server allows 1,000).
 const ACK_BATCH: usize = 500;
 
@@ -667,7 +685,9 @@ fn on_message(msg: &Message, shared: &Shared, e2e: &mut Histogram<u64>, ids: &mu
     shared.delivered.fetch_add(1, Ordering::Relaxed);
     if let Some(t) = frame.data.and_then(|d| d.t) {
         if t >= shared.warm_ns {
-            e2e.saturating_record(now.saturating_sub(t).max(1));
+            let took = now.saturating_sub(t).max(1);
+            e2e.saturating_record(took);
+            shared.e2e_seconds.record(t - shared.warm_ns, took);
         }
     }
     if let Some(id) = frame.id {
@@ -721,6 +741,9 @@ impl Report {
         let _ = writeln!(s, "  API latency   {}", self.api_latency.line());
         if !self.offline {
             let _ = writeln!(s, "  end to end    {}", self.e2e_latency.line());
+            if let Some(line) = by_second::line(&self.e2e_by_second) {
+                let _ = writeln!(s, "                {line}");
+            }
         }
         if let Some(lag) = &self.schedule_lag {
             let _ = writeln!(s, "  schedule lag  {}", lag.line());

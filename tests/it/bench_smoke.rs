@@ -92,6 +92,11 @@ async fn every_bench_scenario_runs_at_a_small_size_and_its_counts_add_up() {
     let server_us = u["server_cpu_us_per_push"].as_f64().expect("server µs");
     let writer_us = u["writer_cpu_us_per_push"].as_f64().expect("writer µs");
     assert!(server_us > 0.0 && writer_us <= server_us, "{u}");
+    // The by-second series holds the same deliveries as the whole-run percentiles.
+    let seconds = u["e2e_by_second"].as_array().expect("e2e_by_second");
+    let by_second: u64 = seconds.iter().filter_map(|s| s["count"].as_u64()).sum();
+    assert!(!seconds.is_empty(), "{u}");
+    assert_eq!(Some(by_second), u["e2e_latency"]["count"].as_u64(), "{u}");
 
     // The same through the batch endpoint: 20 pushes per request, every one delivered.
     let b = bench(&server, &short_unicast(&["--batch", "20"]));
@@ -108,6 +113,7 @@ async fn every_bench_scenario_runs_at_a_small_size_and_its_counts_add_up() {
     assert_eq!(o["errors"], 0, "{o}");
     assert_eq!(o["delivered_total"], 0, "{o}");
     assert_eq!(o["e2e_latency"]["count"], 0, "{o}");
+    assert_eq!(o["e2e_by_second"], serde_json::json!([]), "{o}");
 
     let c = bench(&server, &["connections", "-n", "100", "--hold", "0.5"]);
     assert_eq!(c["connected"], 100, "{c}");
