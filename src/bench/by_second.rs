@@ -1,7 +1,9 @@
 //! Latency by second of a run, coarse: how the slow samples of a long run are spread over
 //! it. A p99 over minutes says how many samples were slow, not when; this tells an even
 //! tail (every second a little slow) from bursts (a few seconds very slow, e.g. at the
-//! store's checkpoints), which point at different causes.
+//! store's checkpoints), which point at different causes. Next to each second's latencies it
+//! keeps the machine's stolen CPU time in that second, when sampled: on a shared virtual
+//! machine the hypervisor's pauses are one such cause, and not the program's.
 //!
 //! Each second keeps counts in fixed buckets ([`BOUNDS_MS`]) and its largest sample, so a
 //! series costs under a hundred bytes per second whatever the rate. The number of seconds
@@ -9,6 +11,8 @@
 //! are atomic: every receiving task records into one series.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use std::fmt::Write as _;
 
 use serde::Serialize;
 
@@ -22,6 +26,8 @@ const OVER_MS: f64 = 3.0;
 struct Second {
     counts: [AtomicU32; BUCKETS],
     max_ns: AtomicU64,
+    /// Stolen CPU in tenths of a percent, plus one (0: not sampled).
+    steal: AtomicU32,
 }
 
 /// Per-second bucket counts over a fixed number of seconds.
@@ -41,6 +47,8 @@ pub struct SecondTail {
     /// Samples above 3 ms.
     pub over_3ms: u64,
     pub max_ms: f64,
+    /// Percent of the machine's CPU time stolen by the hypervisor in this second.
+    pub steal_pct: Option<f64>,
 }
 
 fn bucket(ns: u64) -> usize {
@@ -73,6 +81,15 @@ impl BySecond {
         s.max_ns.fetch_max(latency_ns, Ordering::Relaxed);
     }
 
+    /// Notes the machine's stolen CPU in `second` (ignored past the series' end).
+    pub fn note_steal(&self, second: usize, pct: f64) {
+        if let Some(s) = self.seconds.get(second) {
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // 0..=1000
+            let tenths = (pct.clamp(0.0, 100.0) * 10.0).round() as u32;
+            s.steal.store(tenths + 1, Ordering::Relaxed);
+        }
+    }
+
     /// The seconds that have samples, in order.
     #[must_use]
     pub fn report(&self) -> Vec<SecondTail> {
@@ -101,6 +118,10 @@ impl BySecond {
                         p99_ms_at_most: p99.and_then(|b| BOUNDS_MS.get(b).copied()),
                         over_3ms: counts[over_from..].iter().sum(),
                         max_ms: super::stats::round3(s.max_ns.load(Ordering::Relaxed) as f64 / 1e6),
+                        steal_pct: match s.steal.load(Ordering::Relaxed) {
+                            0 => None,
+                            t => Some(f64::from(t - 1) / 10.0),
+                        },
                     }
                 })
             })
@@ -127,6 +148,10 @@ pub fn line(tails: &[SecondTail]) -> Option<String> {
     p99s.sort_by(f64::total_cmp);
     let worst = tails.iter().max_by(|a, b| bound(a).total_cmp(&bound(b)))?;
     let slow = tails.iter().filter(|t| bound(t) > OVER_MS).count();
+    let stolen = tails
+        .iter()
+        .filter(|t| bound(t) > OVER_MS && t.steal_pct.is_some_and(|p| p > 0.0))
+        .count();
     let show = |ms: f64| {
         if ms.is_finite() {
             format!("≤ {ms} ms")
@@ -134,14 +159,18 @@ pub fn line(tails: &[SecondTail]) -> Option<String> {
             format!("> {} ms", BOUNDS_MS[BOUNDS_MS.len() - 1])
         }
     };
-    Some(format!(
+    let mut line = format!(
         "p99 by second: median {}, worst {} (second {}, max {:.3} ms); {slow} of {} seconds above {OVER_MS} ms",
         show(p99s[p99s.len() / 2]),
         show(bound(worst)),
         worst.second,
         worst.max_ms,
         tails.len()
-    ))
+    );
+    if tails.iter().any(|t| t.steal_pct.is_some()) {
+        let _ = write!(line, ", {stolen} of them with CPU stolen by the host");
+    }
+    Some(line)
 }
 
 #[cfg(test)]
@@ -159,7 +188,12 @@ mod tests {
             a.record(S + i * MS, if i < 50 { 8 * MS } else { MS }); // second 1: 5 % at 8 ms
         }
         a.record(99 * S, 60 * MS); // past the end: counts in the last second
+        a.note_steal(1, 4.25);
+        a.note_steal(2, 0.0);
+        a.note_steal(7, 50.0); // past the end: dropped
         let r = a.report();
+        let steal: Vec<_> = r.iter().map(|t| t.steal_pct).collect();
+        assert_eq!(steal, [None, Some(4.3), Some(0.0)]);
         assert_eq!(r.len(), 3, "{r:?}");
         assert_eq!(
             (r[0].count, r[0].p99_ms_at_most, r[0].over_3ms),
@@ -176,7 +210,10 @@ mod tests {
         );
         let line = line(&r).unwrap_or_default();
         assert!(line.contains("worst > 50 ms (second 2"), "{line}");
-        assert!(line.contains("2 of 3 seconds above 3 ms"), "{line}");
+        assert!(
+            line.contains("2 of 3 seconds above 3 ms, 1 of them with CPU stolen"),
+            "{line}"
+        );
     }
 
     #[test]

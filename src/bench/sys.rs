@@ -1,5 +1,5 @@
 //! What the benchmarks read from `/proc` (Linux): a process's resident memory and CPU time,
-//! and this process's open-file limit.
+//! the machine's stolen CPU time, and this process's open-file limit.
 
 use std::path::PathBuf;
 
@@ -56,6 +56,34 @@ fn stat_cpu_seconds(path: &std::path::Path) -> Option<f64> {
     Some((utime + stime) as f64 / USER_HZ)
 }
 
+/// The machine's CPU time so far, in ticks of all CPUs: (total, stolen). Stolen time is
+/// what a virtual machine's CPUs were ready to run but the hypervisor ran someone else
+/// (`steal` in `/proc/stat`); on a shared host it comes in bursts that stall every thread,
+/// so the benchmarks report it next to their latencies.
+#[must_use]
+pub fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu = stat.lines().find(|l| l.starts_with("cpu "))?;
+    // user nice system idle iowait irq softirq steal (guest time is counted in user).
+    let ticks: Vec<u64> = cpu
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    Some((ticks.iter().sum(), *ticks.get(7)?))
+}
+
+/// Percent of the machine's CPU time stolen between two [`machine_ticks`] readings.
+#[must_use]
+pub fn steal_pct(before: (u64, u64), after: (u64, u64)) -> Option<f64> {
+    let total = after.0.checked_sub(before.0).filter(|t| *t > 0)?;
+    let stolen = after.1.checked_sub(before.1)?;
+    #[allow(clippy::cast_precision_loss)] // tick counts stay far below 2^52
+    Some((stolen as f64 * 1000.0 / total as f64).round() / 10.0)
+}
+
 /// This process's soft limit on open files (`ulimit -n`), if it can be read.
 #[must_use]
 pub fn open_files_limit() -> Option<u64> {
@@ -92,5 +120,9 @@ mod tests {
         assert!(thread_cpu_seconds(pid, "no-such-thread").is_none());
         assert!(open_files_limit().is_some_and(|n| n > 0));
         assert!(open_files().is_some_and(|n| n > 0));
+        let (total, stolen) = machine_ticks().expect("/proc/stat");
+        assert!(total > 0 && stolen <= total);
+        assert_eq!(steal_pct((100, 10), (300, 15)), Some(2.5));
+        assert_eq!(steal_pct((100, 10), (100, 10)), None);
     }
 }

@@ -107,6 +107,9 @@ pub struct Report {
     /// End-to-end latency by second of the measured window (by send time), coarse: how the
     /// slow deliveries are spread over the run (see `bench::by_second`).
     pub e2e_by_second: Vec<SecondTail>,
+    /// Percent of the machine's CPU time the hypervisor took for others over the measured
+    /// window (`steal` in `/proc/stat`; 0 on bare metal, `None` where unreadable).
+    pub machine_steal_pct: Option<f64>,
     pub schedule_lag: Option<Summary>,
     /// In rate mode, accepted/s over the target: below ~0.95 the generator fell behind (the
     /// server did not keep up), and latencies measured from each actual send understate what
@@ -127,8 +130,11 @@ struct Shared {
     epoch: Instant,
     /// Frames stamped before this (ns since `epoch`) are warm-up: not recorded.
     warm_ns: u64,
-    /// End-to-end latency by second of the window and the drain after it.
+    /// End-to-end latency by second of the window and the drain after it, with the
+    /// machine's stolen CPU by second.
     e2e_seconds: BySecond,
+    /// The machine's CPU ticks (total, stolen) when the window began.
+    window_ticks: std::sync::OnceLock<(u64, u64)>,
     accepted: AtomicU64,
     delivered: AtomicU64,
     errors: AtomicU64,
@@ -198,6 +204,7 @@ pub async fn run(endpoint: Arc<Endpoint>, opts: Options) -> anyhow::Result<Repor
                 .saturating_add(DRAIN_SECONDS + 1)
                 .min(MAX_SECONDS),
         ),
+        window_ticks: std::sync::OnceLock::new(),
         accepted: AtomicU64::new(0),
         delivered: AtomicU64::new(0),
         errors: AtomicU64::new(0),
@@ -234,8 +241,13 @@ pub async fn run(endpoint: Arc<Endpoint>, opts: Options) -> anyhow::Result<Repor
         }));
     }
     let ticker = tokio::spawn(report_progress(Arc::clone(&shared), show));
+    let steal_sampler = tokio::spawn(sample_steal(Arc::clone(&shared), warm_end));
 
     let totals = collect(workers, warm_end).await?;
+    let machine_steal_pct = shared
+        .window_ticks
+        .get()
+        .and_then(|t0| sys::steal_pct(*t0, sys::machine_ticks()?));
     let client_cpu = cores_busy(None, client_cpu0, epoch);
     let server_cpu = opts
         .server_pid
@@ -257,6 +269,7 @@ pub async fn run(endpoint: Arc<Endpoint>, opts: Options) -> anyhow::Result<Repor
         drain(&shared, receivers, &stop).await?
     };
     ticker.abort();
+    steal_sampler.abort();
     let server_rss_kib = opts.server_pid.and_then(sys::vm_rss_kib);
 
     let window = totals.last_done.saturating_duration_since(warm_end);
@@ -299,6 +312,7 @@ pub async fn run(endpoint: Arc<Endpoint>, opts: Options) -> anyhow::Result<Repor
         api_latency: Summary::of(&totals.api),
         e2e_latency: Summary::of(&e2e),
         e2e_by_second: shared.e2e_seconds.report(),
+        machine_steal_pct,
         schedule_lag: opts.rate.map(|_| Summary::of(&totals.lag)),
         rate_held: opts.rate.map(|r| round3(accepted_per_s / r)),
         client_cpu_cores: client_cpu,
@@ -407,6 +421,34 @@ async fn collect(
         t.last_done = t.last_done.max(w.last_done);
     }
     Ok(t)
+}
+
+/// From `warm_end` on, notes each second's stolen CPU in the by-second series.
+async fn sample_steal(shared: Arc<Shared>, warm_end: Instant) {
+    tokio::time::sleep_until(warm_end.into()).await;
+    let Some(mut last) = sys::machine_ticks() else {
+        return;
+    };
+    let _ = shared.window_ticks.set(last);
+    let mut tick = tokio::time::interval_at(
+        (warm_end + Duration::from_secs(1)).into(),
+        Duration::from_secs(1),
+    );
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        let at = tick.tick().await;
+        let Some(now) = sys::machine_ticks() else {
+            return;
+        };
+        // The tick at `warm_end + k + 1` s closes second `k`.
+        let second = at.into_std().saturating_duration_since(warm_end).as_secs();
+        if let (Some(pct), Some(k)) = (sys::steal_pct(last, now), second.checked_sub(1)) {
+            shared
+                .e2e_seconds
+                .note_steal(usize::try_from(k).unwrap_or(usize::MAX), pct);
+        }
+        last = now;
+    }
 }
 
 async fn report_progress(shared: Arc<Shared>, show: bool) {
@@ -766,6 +808,9 @@ impl Report {
             }
             if let Some(us) = self.writer_cpu_us_per_push {
                 let _ = write!(s, " (store writer {us:.1})");
+            }
+            if let Some(pct) = self.machine_steal_pct {
+                let _ = write!(s, "; stolen by the host {pct:.1} %");
             }
             let _ = writeln!(s);
         }

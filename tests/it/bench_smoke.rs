@@ -97,6 +97,9 @@ async fn every_bench_scenario_runs_at_a_small_size_and_its_counts_add_up() {
     let by_second: u64 = seconds.iter().filter_map(|s| s["count"].as_u64()).sum();
     assert!(!seconds.is_empty(), "{u}");
     assert_eq!(Some(by_second), u["e2e_latency"]["count"].as_u64(), "{u}");
+    // The host's stolen CPU over the window, from /proc/stat: a share of the machine.
+    let steal = u["machine_steal_pct"].as_f64().expect("machine_steal_pct");
+    assert!((0.0..=100.0).contains(&steal), "{u}");
 
     // The same through the batch endpoint: 20 pushes per request, every one delivered.
     let b = bench(&server, &short_unicast(&["--batch", "20"]));
