@@ -141,6 +141,9 @@ pub struct Report {
     /// per delivered frame.
     pub server_cpu_us_per_delivery: Option<f64>,
     pub client_cpu_us_per_delivery: Option<f64>,
+    /// Percent of the machine's CPU time the hypervisor took for others from the first send
+    /// to the last delivery (`steal` in `/proc/stat`; 0 on bare metal).
+    pub machine_steal_pct: Option<f64>,
     pub server_rss_kib: Option<u64>,
 }
 
@@ -241,6 +244,7 @@ pub async fn run(endpoint: Arc<Endpoint>, opts: Options) -> anyhow::Result<Repor
     progress(show, &describe(&opts, connected));
     let client_cpu0 = sys::cpu_seconds(None);
     let server_cpu0 = opts.server_pid.and_then(|p| sys::cpu_seconds(Some(p)));
+    let ticks0 = sys::machine_ticks();
     let conns = open_api_conns(&endpoint, opts.senders).await?;
     let send_start = Instant::now();
     let send_start_ns = since(shared.epoch, send_start);
@@ -271,6 +275,9 @@ pub async fn run(endpoint: Arc<Endpoint>, opts: Options) -> anyhow::Result<Repor
     let window_end = Instant::now();
     let client_cpu1 = sys::cpu_seconds(None);
     let server_cpu1 = opts.server_pid.and_then(|p| sys::cpu_seconds(Some(p)));
+    let machine_steal_pct = ticks0
+        .zip(sys::machine_ticks())
+        .and_then(|(a, b)| sys::steal_pct(a, b));
     // Acks and delivery bookkeeping go on after the last frame: count them too.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let server_cpu_tail = opts.server_pid.and_then(|p| sys::cpu_seconds(Some(p)));
@@ -368,6 +375,7 @@ pub async fn run(endpoint: Arc<Endpoint>, opts: Options) -> anyhow::Result<Repor
             server_cpu0.zip(server_cpu_tail).map(|(a, b)| b - a),
         ),
         client_cpu_us_per_delivery: per_delivery(client_cpu0.zip(client_cpu1).map(|(a, b)| b - a)),
+        machine_steal_pct,
         server_rss_kib,
     })
 }
@@ -1087,6 +1095,9 @@ impl Report {
             }
             if let Some(us) = self.server_cpu_us_per_delivery {
                 let _ = write!(s, "; server {us:.2} µs per delivery (acks included)");
+            }
+            if let Some(pct) = self.machine_steal_pct {
+                let _ = write!(s, "; stolen by the host {pct:.1} %");
             }
             let _ = writeln!(s);
         }

@@ -113,6 +113,9 @@ pub struct Report {
     /// CPU seconds over the storm: the server, and this load generator.
     pub server_cpu_s: Option<f64>,
     pub client_cpu_s: Option<f64>,
+    /// Percent of the machine's CPU time the hypervisor took for others during the storm
+    /// (`steal` in `/proc/stat`; 0 on bare metal).
+    pub machine_steal_pct: Option<f64>,
     pub server_rss_kib_before: Option<u64>,
     pub server_rss_kib_after: Option<u64>,
 }
@@ -193,6 +196,7 @@ pub async fn run(endpoint: Arc<Endpoint>, opts: Options) -> anyhow::Result<Repor
     let rss_before = opts.server_pid.and_then(sys::vm_rss_kib);
     let cpu0 = opts.server_pid.and_then(|p| sys::cpu_seconds(Some(p)));
     let client0 = sys::cpu_seconds(None);
+    let ticks0 = sys::machine_ticks();
     let sem = Arc::new(Semaphore::new(opts.concurrency));
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -215,6 +219,9 @@ pub async fn run(endpoint: Arc<Endpoint>, opts: Options) -> anyhow::Result<Repor
     let storm_s = round3(out.last_complete.as_secs_f64());
     let cpu1 = opts.server_pid.and_then(|p| sys::cpu_seconds(Some(p)));
     let client1 = sys::cpu_seconds(None);
+    let machine_steal_pct = ticks0
+        .zip(sys::machine_ticks())
+        .and_then(|(a, b)| sys::steal_pct(a, b));
     let rss_after = opts.server_pid.and_then(sys::vm_rss_kib);
     let expected = (opts.devices * opts.pending) as u64;
     let delivered = shared.delivered.load(Ordering::Relaxed);
@@ -255,6 +262,7 @@ pub async fn run(endpoint: Arc<Endpoint>, opts: Options) -> anyhow::Result<Repor
             .map(|(a, b)| round3((b - a) / window)),
         server_cpu_s: cpu0.zip(cpu1).map(|(a, b)| round3(b - a)),
         client_cpu_s: client0.zip(client1).map(|(a, b)| round3(b - a)),
+        machine_steal_pct,
         server_rss_kib_before: rss_before,
         server_rss_kib_after: rss_after,
     })
@@ -684,8 +692,11 @@ impl Report {
         if let (Some(c), Some(sc)) = (self.server_cpu_cores, self.server_cpu_s) {
             let _ = writeln!(
                 s,
-                "  CPU             server {sc:.2} s ({c:.2} cores), load generator {:.2} s",
-                self.client_cpu_s.unwrap_or(f64::NAN)
+                "  CPU             server {sc:.2} s ({c:.2} cores), load generator {:.2} s{}",
+                self.client_cpu_s.unwrap_or(f64::NAN),
+                self.machine_steal_pct
+                    .map(|p| format!("; stolen by the host {p:.1} %"))
+                    .unwrap_or_default()
             );
         }
         if let (Some(a), Some(b)) = (self.server_rss_kib_before, self.server_rss_kib_after) {

@@ -130,6 +130,8 @@ async fn every_bench_scenario_runs_at_a_small_size_and_its_counts_add_up() {
     assert_eq!(f["expected"], 60 * 20, "{f}");
     assert_eq!(f["missing"], 0, "{f}");
     assert_eq!(f["duplicates"], 0, "{f}");
+    // The host's stolen CPU is reported (null only if the run was shorter than a tick).
+    assert!(f.get("machine_steal_pct").is_some(), "{f}");
 
     let s = bench(
         &server,
@@ -141,6 +143,7 @@ async fn every_bench_scenario_runs_at_a_small_size_and_its_counts_add_up() {
     assert!(s["storm_s"].as_f64().expect("storm_s") > 0.0, "{s}");
     // Devices that never connected do full handshakes, never another device's session.
     assert_eq!(s["tls_resumed"], 0, "{s}");
+    assert!(s.get("machine_steal_pct").is_some(), "{s}");
 
     // `--warm`: each device connected once before, and resumes with its own ticket.
     let w = bench(
