@@ -50,6 +50,17 @@ print(f"soak: {r['accepted']:,} pushes at {r['target_rate']:.0f}/s over {r['dura
       f"errors {r['errors']}, undelivered {r['missing']}, data dir {(out / 'data-size.txt').read_text().split()[0]}")
 print(f"  end to end p50 {r['e2e_latency']['p50_ms']} ms, p99 {r['e2e_latency']['p99_ms']} ms, "
       f"p999 {r['e2e_latency']['p999_ms']} ms" if 'e2e_latency' in r else "  (no end-to-end latency in the report)")
+secs = r.get("e2e_by_second") or []
+if secs:
+    # Share of deliveries over 3 ms in the seconds the host stole CPU from this VM and in
+    # the seconds it did not: a shared host's pauses are not the server's latency.
+    def over(xs):
+        n = sum(x["count"] for x in xs)
+        return f"{len(xs)} s, {100 * sum(x['over_3ms'] for x in xs) / n:.2f} % over 3 ms" if n else f"{len(xs)} s"
+    stolen = [x for x in secs if (x.get("steal_pct") or 0) > 0]
+    calm = [x for x in secs if x.get("steal_pct") == 0]
+    print(f"  CPU stolen by the host {r.get('machine_steal_pct')} %; seconds with steal: {over(stolen)}; "
+          f"without: {over(calm)}")
 if base:
     print(f"  server RSS at {warm} s {base:,} KiB, peak after {peak:,} KiB, at the end {end:,} KiB: "
           f"drift {drift:+.1f} % (first sample {rss[0][1]:,} KiB)")
