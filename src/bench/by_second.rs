@@ -93,7 +93,8 @@ impl BySecond {
     /// The seconds that have samples, in order.
     #[must_use]
     pub fn report(&self) -> Vec<SecondTail> {
-        let over_from = bucket_of_bound(OVER_MS) + 1;
+        // Samples above 3 ms: the buckets after the one bounded by 3 ms.
+        let over_from = bucket(3_000_000) + 1;
         self.seconds
             .iter()
             .enumerate()
@@ -127,13 +128,6 @@ impl BySecond {
             })
             .collect()
     }
-}
-
-fn bucket_of_bound(ms: f64) -> usize {
-    BOUNDS_MS
-        .iter()
-        .position(|b| (*b - ms).abs() < f64::EPSILON)
-        .unwrap_or(BOUNDS_MS.len())
 }
 
 /// One line on a series: the median and worst second's p99 bound, and how many seconds'
